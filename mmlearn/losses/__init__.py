@@ -1,0 +1,1 @@
+"""Module forms of the book's losses (``nn.Module`` wrappers of :mod:`mmlearn.functional`)."""

@@ -1,0 +1,62 @@
+"""Fail when a notebook ran over its time budget in the last book build.
+
+    python tools/check_exec_times.py _build/exec_times.json
+
+Budgets (DESIGN.md section 6): 60 s per notebook on 2 CPU cores, 90 s for a
+notebook whose metadata declares ``{"mmlearn": {"training_heavy": true}}``,
+and 15 minutes for all notebooks together.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import nbformat
+
+ROOT = Path(__file__).resolve().parents[1]
+DEFAULT_BUDGET_S = 60.0
+TRAINING_HEAVY_BUDGET_S = 90.0
+TOTAL_BUDGET_S = 15 * 60.0
+
+
+def budget_for(docname: str) -> float:
+    """The time budget of one notebook, from its metadata."""
+    nb = nbformat.read(ROOT / f"{docname}.ipynb", as_version=4)
+    heavy = nb.metadata.get("mmlearn", {}).get("training_heavy", False)
+    return TRAINING_HEAVY_BUDGET_S if heavy else DEFAULT_BUDGET_S
+
+
+def over_budget(records: dict[str, dict]) -> list[str]:
+    """Messages for every notebook over budget, failed, or without a runtime."""
+    messages = []
+    total = 0.0
+    for docname, record in sorted(records.items()):
+        runtime = record.get("runtime_s")
+        if not record.get("succeeded") or runtime is None:
+            messages.append(f"{docname}: did not execute successfully ({record})")
+            continue
+        total += runtime
+        budget = budget_for(docname)
+        if runtime > budget:
+            messages.append(f"{docname}: {runtime:.1f} s, over its {budget:.0f} s budget")
+    if total > TOTAL_BUDGET_S:
+        messages.append(f"all notebooks: {total:.0f} s, over the {TOTAL_BUDGET_S:.0f} s budget")
+    return messages
+
+
+def main(path: str) -> int:
+    records = json.loads(Path(path).read_text(encoding="utf-8"))
+    for docname, record in sorted(records.items()):
+        print(f"{record.get('runtime_s') or 0:7.1f} s  {record.get('method')}  {docname}")
+    total = sum(record.get("runtime_s") or 0 for record in records.values())
+    print(f"{total:7.1f} s  total over {len(records)} notebooks")
+    messages = over_budget(records)
+    for message in messages:
+        print("OVER BUDGET:", message, file=sys.stderr)
+    return 1 if messages else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1] if len(sys.argv) > 1 else "_build/exec_times.json"))

@@ -1,0 +1,187 @@
+"""Module forms of the contrastive losses, including a CLIP loss for many processes.
+
+* :class:`InfoNCELoss` wraps :func:`mmlearn.functional.info_nce` ({eq}`eq-infonce`);
+* :class:`NTXentLoss` wraps :func:`mmlearn.functional.nt_xent` ({eq}`eq-nt-xent`);
+* :class:`ClipLoss` is CLIP's symmetric loss ({eq}`eq-clip-loss`) with a
+  learnable, clamped logit scale, and, under ``torch.distributed``, features
+  gathered from every rank so that each image sees the whole global batch of
+  texts as negatives (as open_clip's ``ClipLoss``).
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from mmlearn._checks import check_positive
+from mmlearn.distributed import gather_features, rank_and_world_size
+from mmlearn.functional.contrastive import (
+    _check_logit_scale,
+    _check_pair,
+    clip_loss,
+    info_nce,
+    nt_xent,
+)
+
+__all__ = ["ClipLoss", "InfoNCELoss", "NTXentLoss"]
+
+REDUCTIONS = ("mean", "sum", "none")
+
+
+class InfoNCELoss(nn.Module):
+    """InfoNCE, {eq}`eq-infonce`, with a fixed temperature and a reduction.
+
+    ``reduction="mean"`` gives the objective J_CL ({eq}`eq-cl-objective`);
+    ``"none"`` the ``(N,)`` per-anchor losses.
+    """
+
+    def __init__(self, temperature: float = 1.0, reduction: str = "mean"):
+        super().__init__()
+        check_positive("temperature", temperature)
+        if reduction not in REDUCTIONS:
+            raise ValueError(f"reduction must be one of {REDUCTIONS}, got {reduction!r}")
+        self.temperature = float(temperature)
+        self.reduction = reduction
+
+    def forward(self, anchor: torch.Tensor, positive: torch.Tensor,
+                negatives: torch.Tensor | None = None) -> torch.Tensor:
+        losses = info_nce(anchor, positive, negatives, self.temperature)
+        if self.reduction == "mean":
+            return losses.mean()
+        if self.reduction == "sum":
+            return losses.sum()
+        return losses
+
+    def extra_repr(self) -> str:
+        return f"temperature={self.temperature}, reduction={self.reduction!r}"
+
+
+class NTXentLoss(nn.Module):
+    """SimCLR's NT-Xent loss, {eq}`eq-nt-xent` (the paper's mean over 2N views)."""
+
+    def __init__(self, temperature: float):
+        super().__init__()
+        check_positive("temperature", temperature)
+        self.temperature = float(temperature)
+
+    def forward(self, z1: torch.Tensor, z2: torch.Tensor) -> torch.Tensor:
+        return nt_xent(z1, z2, self.temperature)
+
+    def extra_repr(self) -> str:
+        return f"temperature={self.temperature}"
+
+
+class ClipLoss(nn.Module):
+    """CLIP's symmetric contrastive loss, {eq}`eq-clip-loss`, on one or many processes.
+
+    **Logit scale.** The module stores ``s = ln(1 / tau)`` (CLIP starts at
+    ``tau = 0.07``) as a parameter when ``learnable`` (add the loss's
+    parameters to the optimiser) or as a buffer otherwise. In ``forward`` the
+    stored value is clamped to at most ``max_logit_scale = ln 100`` and then
+    exponentiated, so the scale never exceeds 100; above the cap its gradient
+    is zero. A model that owns its scale (as :class:`mmlearn.nn.CLIPModel`)
+    passes the exponentiated value to ``forward`` instead; build the loss
+    with ``learnable=False`` then, and the same cap is applied to it.
+
+    **Many processes.** When ``torch.distributed`` is initialised with
+    ``world_size > 1``, the features of all ranks are gathered
+    (:func:`mmlearn.distributed.gather_features`), so each image is
+    contrasted with the texts of the whole global batch ``B = world_size * b``.
+    Every rank must pass the same local batch size ``b`` (use
+    ``drop_last=True``).
+
+    * ``local_loss=False``: every rank computes the full ``B x B`` loss.
+    * ``local_loss=True``: rank r only computes the rows of its own ``b``
+      images and texts against all ``B`` candidates (``b x B`` logits, less
+      memory); their targets are the columns ``r * b + i``. The mean of the
+      ranks' local losses is the global loss. This needs a gather *with*
+      gradients: the rows that rank r's features touch on the other ranks
+      give gradients that only come back through the gather. Without them the
+      gradients are silently wrong, so that combination is rejected.
+
+    **World-size factor.** Each rank's loss *value* equals the single-process
+    loss on the global batch (``local_loss=False``) or its rank's share of it
+    (``local_loss=True``; their mean is the global loss). With
+    ``gather_with_grad=True`` the gradient that reaches rank r's features is
+    ``world_size`` times the gradient of the single-process global loss with
+    respect to those rows: the backward of the gather sums the contributions
+    of all ranks. ``DistributedDataParallel`` then averages the parameter
+    gradients over the ranks, which divides by ``world_size`` again, so the
+    parameters get exactly the single-process gradient of the global loss.
+    (With ``gather_with_grad=False, local_loss=False`` each rank only gets the
+    gradient through its own rows, factor 1, and DDP's average leaves the
+    parameters with ``1 / world_size`` of the single-process gradient.)
+
+    Args:
+        init_logit_scale: initial ``ln(1 / tau)``; default ``ln(1 / 0.07)``.
+        max_logit_scale: the cap on ``ln(scale)``; default ``ln 100``.
+        learnable: train the stored scale (parameter) or keep it fixed (buffer).
+        gather_with_grad: gather other ranks' features with gradients.
+        local_loss: compute only this rank's rows (see above).
+    """
+
+    def __init__(self, init_logit_scale: float = math.log(1 / 0.07),
+                 max_logit_scale: float = math.log(100), learnable: bool = True,
+                 gather_with_grad: bool = True, local_loss: bool = False):
+        super().__init__()
+        if not math.isfinite(init_logit_scale):
+            raise ValueError(f"init_logit_scale must be finite, got {init_logit_scale!r}")
+        if not math.isfinite(max_logit_scale):
+            raise ValueError(f"max_logit_scale must be finite, got {max_logit_scale!r}")
+        if local_loss and not gather_with_grad:
+            raise ValueError(
+                "local_loss=True requires gather_with_grad=True: each rank's local loss also "
+                "depends on the features of the other ranks, whose gradients only come back "
+                "through a gather with gradients; without it the gradients are silently wrong"
+            )
+        value = torch.tensor(float(init_logit_scale))
+        if learnable:
+            self.logit_scale = nn.Parameter(value)
+        else:
+            self.register_buffer("logit_scale", value)
+        self.max_logit_scale = float(max_logit_scale)
+        self.gather_with_grad = gather_with_grad
+        self.local_loss = local_loss
+
+    def scale(self, logit_scale: torch.Tensor | None = None) -> torch.Tensor:
+        """The exponentiated, capped scale: ``exp(min(s, max_logit_scale))``.
+
+        ``logit_scale`` (already exponentiated) replaces the stored one when given.
+        """
+        if logit_scale is None:
+            return self.logit_scale.clamp(max=self.max_logit_scale).exp()
+        return torch.as_tensor(logit_scale).clamp(max=math.exp(self.max_logit_scale))
+
+    def forward(self, image_features: torch.Tensor, text_features: torch.Tensor,
+                logit_scale: torch.Tensor | None = None) -> torch.Tensor:
+        """Loss of L2-normalised ``(b, D)`` image and text features (row i pairs with row i)."""
+        scale = self.scale(logit_scale)
+        rank, world_size = rank_and_world_size()
+        if world_size == 1:
+            return clip_loss(image_features, text_features, scale)
+        _check_pair("image_features", image_features, "text_features", text_features)
+        _check_logit_scale(scale)
+        all_images = gather_features(image_features, self.gather_with_grad)
+        all_texts = gather_features(text_features, self.gather_with_grad)
+        if not self.local_loss:
+            return clip_loss(all_images, all_texts, scale)
+        return _local_clip_loss(image_features, text_features, all_images, all_texts, scale, rank)
+
+    def extra_repr(self) -> str:
+        return (f"max_logit_scale={self.max_logit_scale:.4f}, "
+                f"gather_with_grad={self.gather_with_grad}, local_loss={self.local_loss}")
+
+
+def _local_clip_loss(image_features: torch.Tensor, text_features: torch.Tensor,
+                     all_images: torch.Tensor, all_texts: torch.Tensor, scale: torch.Tensor,
+                     rank: int) -> torch.Tensor:
+    """This rank's rows of the global CLIP loss: targets are offset by ``rank * b``."""
+    local_batch = image_features.shape[0]
+    logits_per_image = scale * image_features @ all_texts.T
+    logits_per_text = scale * text_features @ all_images.T
+    labels = torch.arange(local_batch, device=logits_per_image.device) + rank * local_batch
+    return (F.cross_entropy(logits_per_image, labels)
+            + F.cross_entropy(logits_per_text, labels)) / 2

@@ -1,0 +1,240 @@
+"""One small training loop, and a command line that trains a CLIP on the digits.
+
+From a notebook::
+
+    history = train(model, loader, partial(clip_step, loss_fn=ClipLoss(learnable=False),
+                                           device=device), optimizer, epochs=5)
+
+From a shell, alone or with several processes (DDP: gloo on the CPU, NCCL on GPUs)::
+
+    python -m mmlearn.train clip --data digits --epochs 5 --batch-size 64 --out runs/clip
+    torchrun --nproc_per_node=2 -m mmlearn.train clip --data digits --epochs 5 \\
+        --batch-size 64 --out runs/clip-ddp
+
+``--batch-size`` is the *global* batch: with N processes each one takes
+``batch_size / N`` samples per step, and the gathering
+:class:`mmlearn.losses.ClipLoss` lets every image see all ``batch_size``
+texts, so one process and N processes train the same recipe. The run ends
+with the zero-shot accuracy on the test split, a safetensors checkpoint
+(``model.safetensors``) and ``metrics.json``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import time
+from collections.abc import Callable, Sequence
+from functools import partial
+from pathlib import Path
+
+import torch
+import torch.distributed as dist
+from safetensors.torch import save_file
+from torch import nn
+from torch.nn.parallel import DistributedDataParallel
+from torch.utils.data import DataLoader, DistributedSampler, TensorDataset
+from tqdm.auto import tqdm
+
+from mmlearn.data.digits import DigitsSplit, load_digits_captions, prompts_en
+from mmlearn.data.tokenizer import WordTokenizer
+from mmlearn.distributed import init_distributed, rank_and_world_size
+from mmlearn.losses.contrastive import ClipLoss
+from mmlearn.metrics import zero_shot_accuracy, zero_shot_classifier
+from mmlearn.nn.clip import CLIPModel, make_small_clip
+from mmlearn.utils import seed_everything
+
+__all__ = ["clip_step", "digits_zero_shot_accuracy", "main", "train"]
+
+Batch = Sequence[torch.Tensor]
+
+
+def _mean_over_ranks(value: float, device: torch.device) -> float:
+    """Average a number over all processes (itself when running alone)."""
+    _, world_size = rank_and_world_size()
+    if world_size == 1:
+        return value
+    total = torch.tensor([value], dtype=torch.float64, device=device)
+    dist.all_reduce(total)
+    return total.item() / world_size
+
+
+def train(model: nn.Module, loader: DataLoader,
+          compute_loss: Callable[[nn.Module, Batch], torch.Tensor],
+          optimizer: torch.optim.Optimizer, epochs: int,
+          eval_fn: Callable[[nn.Module], dict[str, float]] | None = None,
+          progress: bool = True) -> dict[str, list[float]]:
+    """Train for ``epochs`` passes over ``loader``; return the history.
+
+    Args:
+        model: the model (or its ``DistributedDataParallel`` wrapper).
+        loader: yields batches; with a ``DistributedSampler`` its epoch is set
+            each pass, so every epoch is shuffled differently.
+        compute_loss: ``compute_loss(model, batch) -> scalar loss`` (see :func:`clip_step`).
+        optimizer: updates the model's parameters.
+        epochs: number of passes.
+        eval_fn: called after each epoch with the model (in eval mode, without
+            gradients); its ``{name: value}`` are appended to the history.
+        progress: show one tqdm bar over all steps (only on rank 0).
+
+    Returns:
+        ``{"loss": [mean training loss of each epoch (averaged over ranks)], **eval values}``.
+    """
+    if isinstance(epochs, bool) or not isinstance(epochs, int) or epochs < 1:
+        raise ValueError(f"epochs must be a positive integer, got {epochs!r}")
+    if len(loader) == 0:
+        raise ValueError("loader must yield at least one batch (is the batch larger than the "
+                         "data set with drop_last=True?)")
+    rank, _ = rank_and_world_size()
+    device = next(model.parameters()).device
+    history: dict[str, list[float]] = {"loss": []}
+    bar = tqdm(total=epochs * len(loader), disable=not progress or rank != 0, desc="train")
+    for epoch in range(epochs):
+        if isinstance(loader.sampler, DistributedSampler):
+            loader.sampler.set_epoch(epoch)
+        model.train()
+        total = 0.0
+        for batch in loader:
+            loss = compute_loss(model, batch)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            total += loss.item()
+            bar.update()
+            bar.set_postfix(epoch=epoch + 1, loss=f"{loss.item():.4f}")
+        history["loss"].append(_mean_over_ranks(total / len(loader), device))
+        if eval_fn is not None:
+            model.eval()
+            with torch.no_grad():
+                for name, value in eval_fn(model).items():
+                    history.setdefault(name, []).append(value)
+    bar.close()
+    return history
+
+
+def clip_step(model: nn.Module, batch: Batch, loss_fn: ClipLoss,
+              device: torch.device) -> torch.Tensor:
+    """The CLIP loss of one ``(images, ids, valid)`` batch; the model owns the logit scale."""
+    images, ids, valid = (tensor.to(device) for tensor in batch)
+    image_features, text_features, logit_scale = model(images, ids, valid)
+    return loss_fn(image_features, text_features, logit_scale)
+
+
+@torch.no_grad()
+def digits_zero_shot_accuracy(model: CLIPModel, tokenizer: WordTokenizer, split: DigitsSplit,
+                              device: torch.device) -> float:
+    """Zero-shot accuracy on a digits split: each class is the ensemble of its prompts."""
+    was_training = model.training
+    model.eval()
+
+    def encode(texts: list[str]) -> torch.Tensor:
+        ids, valid = tokenizer.encode(texts)
+        return model.encode_text(ids.to(device), valid.to(device))
+
+    classes = zero_shot_classifier(encode, [prompts_en(digit) for digit in range(10)])
+    features = model.encode_image(split.images.to(device))
+    model.train(was_training)
+    return zero_shot_accuracy(features, classes, split.labels.to(device))
+
+
+def _digits_loader(split: DigitsSplit, tokenizer: WordTokenizer, local_batch: int,
+                   seed: int, world_size: int) -> DataLoader:
+    """Pre-tokenised ``(images, ids, valid)`` batches; a DistributedSampler when N > 1."""
+    ids, valid = tokenizer.encode(split.captions_en)
+    dataset = TensorDataset(split.images, ids, valid)
+    generator = torch.Generator().manual_seed(seed)
+    if world_size == 1:
+        return DataLoader(dataset, batch_size=local_batch, shuffle=True, drop_last=True,
+                          generator=generator)
+    sampler = DistributedSampler(dataset, shuffle=True, seed=seed, drop_last=True)
+    return DataLoader(dataset, batch_size=local_batch, sampler=sampler, drop_last=True)
+
+
+def _parse(argv: Sequence[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python -m mmlearn.train",
+                                     description="Train the book's small models.")
+    commands = parser.add_subparsers(dest="command", required=True)
+    clip = commands.add_parser("clip", help="a CLIP-style dual encoder (zero-shot on test)")
+    clip.add_argument("--data", choices=["digits"], default="digits")
+    clip.add_argument("--epochs", type=int, default=10)
+    clip.add_argument("--batch-size", type=int, default=64,
+                      help="global batch size, split evenly over the processes")
+    clip.add_argument("--lr", type=float, default=1e-3)
+    clip.add_argument("--embed-dim", type=int, default=32)
+    clip.add_argument("--local-loss", action="store_true",
+                      help="each process computes only its rows of the loss")
+    clip.add_argument("--seed", type=int, default=0)
+    clip.add_argument("--out", type=Path, required=True, help="folder for the checkpoint")
+    args = parser.parse_args(argv)
+    if args.epochs < 1 or args.batch_size < 1 or not 0 < args.lr < math.inf:
+        parser.error("--epochs, --batch-size and --lr must be positive (and finite)")
+    return args
+
+
+def run_clip(args: argparse.Namespace) -> dict:
+    """Train a small CLIP on the digits as ``args`` say; rank 0 writes the results."""
+    rank, world_size, device = init_distributed()
+    if args.batch_size % world_size:
+        raise ValueError(f"--batch-size ({args.batch_size}) must be divisible by the number "
+                         f"of processes ({world_size})")
+    seed_everything(args.seed)
+    data = load_digits_captions(seed=args.seed)
+    prompts = [p for digit in range(10) for p in prompts_en(digit)]
+    tokenizer = WordTokenizer.from_texts(data["train"].captions_en + prompts)
+    loader = _digits_loader(data["train"], tokenizer, args.batch_size // world_size,
+                            args.seed, world_size)
+    max_length = tokenizer.encode(data["train"].captions_en + prompts)[0].shape[1]
+    model = make_small_clip(len(tokenizer), max_length, embed_dim=args.embed_dim).to(device)
+    trained = model
+    if world_size > 1:
+        trained = DistributedDataParallel(model, device_ids=[device] if device.type == "cuda"
+                                          else None)
+    loss_fn = ClipLoss(learnable=False, gather_with_grad=True, local_loss=args.local_loss)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=0.0)
+    start = time.perf_counter()
+    history = train(trained, loader, partial(clip_step, loss_fn=loss_fn, device=device),
+                    optimizer, args.epochs)
+    seconds = time.perf_counter() - start
+    metrics = {}
+    if rank == 0:
+        metrics = {
+            "data": args.data, "epochs": args.epochs, "batch_size": args.batch_size,
+            "world_size": world_size, "device": str(device), "local_loss": args.local_loss,
+            "train_loss": history["loss"],
+            "logit_scale": model.scale().item(),
+            "val_zero_shot_accuracy": digits_zero_shot_accuracy(model, tokenizer, data["val"],
+                                                                device),
+            "test_zero_shot_accuracy": digits_zero_shot_accuracy(model, tokenizer,
+                                                                 data["test"], device),
+            "train_seconds": round(seconds, 2),
+            "vocabulary": tokenizer.itos, "max_length": max_length,
+            "embed_dim": args.embed_dim,
+        }
+        _save(model, metrics, args.out)
+    if world_size > 1:
+        dist.barrier()
+        dist.destroy_process_group()
+    return metrics
+
+
+def _save(model: nn.Module, metrics: dict, out: Path) -> None:
+    out.mkdir(parents=True, exist_ok=True)
+    state = {name: tensor.detach().cpu().contiguous() for name, tensor in
+             model.state_dict().items()}
+    save_file(state, str(out / "model.safetensors"))
+    (out / "metrics.json").write_text(json.dumps(metrics, indent=2, ensure_ascii=False) + "\n",
+                                      encoding="utf-8")
+    shown = {k: v for k, v in metrics.items() if k != "vocabulary"}
+    shown["train_loss"] = [round(v, 4) for v in metrics["train_loss"]]
+    print(json.dumps(shown, indent=2))
+    print(f"saved {out / 'model.safetensors'} and {out / 'metrics.json'}")
+
+
+def main(argv: Sequence[str] | None = None) -> dict:
+    """Entry point of ``python -m mmlearn.train``."""
+    return run_clip(_parse(argv))
+
+
+if __name__ == "__main__":
+    main()

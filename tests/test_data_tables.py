@@ -1,0 +1,73 @@
+"""The data tables under data/ that the book's figures are drawn from.
+
+Every row must name its source: a BibTeX key that exists in book/references.bib,
+so that no number in a figure is without a citation.
+"""
+
+from __future__ import annotations
+
+import csv
+import re
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+TABLES = sorted((ROOT / "data").glob("*.csv"))
+BIB_KEY = re.compile(r"^@\w+\{\s*([^,\s]+)\s*,", re.MULTILINE)
+
+
+def bib_keys(text: str) -> set[str]:
+    return set(BIB_KEY.findall(text))
+
+
+def read_rows(path: Path) -> list[dict[str, str]]:
+    with path.open(encoding="utf-8", newline="") as handle:
+        return list(csv.DictReader(handle))
+
+
+KEYS = bib_keys((ROOT / "book" / "references.bib").read_text(encoding="utf-8"))
+
+
+def test_there_are_tables():
+    assert len(TABLES) >= 3
+
+
+def test_bib_key_parser():
+    assert bib_keys("@article{a2020x,\n title={t}}\n@misc{ b ,\n}") == {"a2020x", "b"}
+
+
+@pytest.mark.parametrize("path", TABLES, ids=lambda p: p.name)
+def test_every_row_cites_a_source_in_the_bibliography(path: Path):
+    rows = read_rows(path)
+    assert rows, f"{path.name} is empty"
+    assert "source" in rows[0], f"{path.name} has no 'source' column"
+    missing = [(index, row["source"]) for index, row in enumerate(rows, start=2)
+               if row["source"].strip() not in KEYS]
+    assert not missing, f"{path.name}: (line, source) not a BibTeX key: {missing}"
+
+
+@pytest.mark.parametrize("path", TABLES, ids=lambda p: p.name)
+def test_rows_are_complete_and_years_plausible(path: Path):
+    for line, row in enumerate(read_rows(path), start=2):
+        assert None not in row, f"{path.name}:{line} has more fields than the header"
+        if "year" in row:
+            assert 1900 <= int(row["year"]) <= 2100, f"{path.name}:{line}"
+
+
+def test_model_scale_numbers_are_positive_and_compute_only_where_published():
+    rows = read_rows(ROOT / "data" / "model_scale.csv")
+    for row in rows:
+        assert float(row["parameters"]) > 0
+        for column in ("training_tokens", "training_flops"):
+            assert row[column] == "" or float(row[column]) > 0
+    by_model = {row["model"]: row for row in rows}
+    # Brown et al. (2020), Table D.1: 175B parameters, 300B tokens, 3.14e23 FLOPs.
+    assert float(by_model["GPT-3"]["training_flops"]) == 3.14e23
+
+
+def test_the_checker_detects_an_unknown_source(tmp_path: Path):
+    table = tmp_path / "bad.csv"
+    table.write_text("year,event,source\n2020,something,no-such-key-2099\n", encoding="utf-8")
+    rows = read_rows(table)
+    assert [row["source"] for row in rows if row["source"] not in KEYS] == ["no-such-key-2099"]

@@ -16,7 +16,7 @@ export MPLBACKEND     := Agg
 export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 
-.PHONY: book test
+.PHONY: book test assets
 
 $(STAMP): requirements.txt pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -26,7 +26,13 @@ $(STAMP): requirements.txt pyproject.toml
 	$(BIN)/python -m pip install --quiet --no-deps --no-build-isolation -e .
 	@touch $(STAMP)
 
-book: $(STAMP)
+# MathJax, Mermaid and the other scripts the pages load, pinned by version and
+# SHA-512 and unpacked into _build/vendor/ (tools/vendor_assets.py), so that the
+# built book reads with no network. Quick when already done.
+assets:
+	$(PYTHON) tools/vendor_assets.py
+
+book: $(STAMP) assets
 	$(BIN)/jupyter-book build . --builder html -W --keep-going
 	$(BIN)/python tools/check_exec_times.py _build/exec_times.json
 	@echo "The book is at $(CURDIR)/_build/html/index.html"

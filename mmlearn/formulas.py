@@ -27,6 +27,9 @@ class Formula:
 
 
 FORMULAS: tuple[Formula, ...] = (
+    # --- Chapter 2.2: the Transformer architecture --------------------------------------
+    Formula("eq-positional-encoding", "2.2.3", "正弦位置编码 PE(pos, i)",
+            "mmlearn.nn.sinusoidal_table"),
     # --- Chapter 4.1: the Transformer -------------------------------------------------
     Formula("eq-attention", "4.1.1", "缩放点积注意力 Attention(Q, K, V)",
             "mmlearn.functional.attention"),
@@ -36,6 +39,31 @@ FORMULAS: tuple[Formula, ...] = (
             "mmlearn.functional.multi_head_attention"),
     Formula("eq-ffn", "4.1.3", "逐位置前馈网络 FFN(x)",
             "mmlearn.functional.feed_forward"),
+    Formula("eq-encoder-layer", "4.1.3", "编码器层：残差连接与层归一化（post-LN）",
+            "mmlearn.nn.TransformerEncoderLayer"),
+    # --- Chapter 4.2: contrastive learning --------------------------------------------
+    Formula("eq-infonce", "4.2.1", "InfoNCE 损失 L_NCE(x, x+, {x-})",
+            "mmlearn.functional.info_nce"),
+    Formula("eq-clip-loss", "4.2.1", "CLIP 的对称对比损失",
+            "mmlearn.functional.clip_loss"),
+    Formula("eq-nt-xent", "4.2.1", "SimCLR 的 NT-Xent 损失",
+            "mmlearn.functional.nt_xent"),
+    Formula("eq-cl-objective", "4.2.2", "对比学习目标函数 J_CL",
+            "mmlearn.functional.contrastive_objective"),
+    # --- Chapter 4.3: knowledge distillation --------------------------------------------
+    Formula("eq-kd-soft", "4.3.1", "软目标蒸馏 L_KD(y_s, y_t)",
+            "mmlearn.functional.soft_target_loss"),
+    Formula("eq-kd-hinton", "4.3.1", "Hinton 的蒸馏目标 α T² KL + (1 − α) CE",
+            "mmlearn.functional.distillation_loss"),
+    Formula("eq-attention-distillation", "4.3.2", "注意力蒸馏 L_AD(A_s, A_t)",
+            "mmlearn.functional.attention_distillation_loss"),
+    # --- Chapter 8: trends and challenges ----------------------------------------------
+    Formula("eq-power-law", "8.1", "缩放定律的幂律形式 L(N) = a N^(-α)",
+            "mmlearn.compute.fit_power_law"),
+    Formula("eq-training-flops", "8.2", "训练算力 C ≈ 6ND",
+            "mmlearn.compute.training_flops"),
+    Formula("eq-training-time", "8.2", "训练时间 T = C / (n P u)",
+            "mmlearn.compute.training_seconds"),
 )
 
 

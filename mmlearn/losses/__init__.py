@@ -1,1 +1,19 @@
 """Module forms of the book's losses (``nn.Module`` wrappers of :mod:`mmlearn.functional`)."""
+
+from mmlearn.losses.contrastive import ClipLoss, InfoNCELoss, NTXentLoss
+from mmlearn.losses.distillation import (
+    AttentionDistillationLoss,
+    DistillationLoss,
+    FeatureDistillationLoss,
+    SoftTargetLoss,
+)
+
+__all__ = [
+    "ClipLoss",
+    "InfoNCELoss",
+    "NTXentLoss",
+    "AttentionDistillationLoss",
+    "DistillationLoss",
+    "FeatureDistillationLoss",
+    "SoftTargetLoss",
+]

@@ -1,1 +1,37 @@
 """Modules built on :mod:`mmlearn.functional`."""
+
+from mmlearn.nn.attention import MultiHeadAttention
+from mmlearn.nn.clip import CLIPModel, LiTModel, SmallConvEncoder, make_small_clip
+from mmlearn.nn.feedforward import FeedForward
+from mmlearn.nn.fusion import (
+    FUSIONS,
+    CrossAttentionBlock,
+    FusionOutput,
+    MultimodalTransformer,
+    UnimodalBaseline,
+)
+from mmlearn.nn.positional import PositionalEncoding, sinusoidal_table
+from mmlearn.nn.text import TextTransformer
+from mmlearn.nn.transformer import TransformerEncoder, TransformerEncoderLayer
+from mmlearn.nn.vision import PatchEmbedding, VisionTransformer
+
+__all__ = [
+    "CLIPModel",
+    "LiTModel",
+    "SmallConvEncoder",
+    "make_small_clip",
+    "FUSIONS",
+    "CrossAttentionBlock",
+    "FeedForward",
+    "FusionOutput",
+    "MultiHeadAttention",
+    "MultimodalTransformer",
+    "PatchEmbedding",
+    "PositionalEncoding",
+    "TextTransformer",
+    "TransformerEncoder",
+    "TransformerEncoderLayer",
+    "UnimodalBaseline",
+    "VisionTransformer",
+    "sinusoidal_table",
+]

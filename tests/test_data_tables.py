@@ -1,4 +1,4 @@
-"""The data tables under data/ that the book's figures are drawn from.
+"""The data tables under mmlearn/data/tables/ that the book's figures are drawn from.
 
 Every row must name its source: a BibTeX key that exists in book/references.bib,
 so that no number in a figure is without a citation.
@@ -12,8 +12,10 @@ from pathlib import Path
 
 import pytest
 
+from mmlearn.data import load_table, table_names
+
 ROOT = Path(__file__).resolve().parents[1]
-TABLES = sorted((ROOT / "data").glob("*.csv"))
+TABLES = sorted((ROOT / "mmlearn" / "data" / "tables").glob("*.csv"))
 BIB_KEY = re.compile(r"^@\w+\{\s*([^,\s]+)\s*,", re.MULTILINE)
 
 
@@ -56,7 +58,7 @@ def test_rows_are_complete_and_years_plausible(path: Path):
 
 
 def test_model_scale_numbers_are_positive_and_compute_only_where_published():
-    rows = read_rows(ROOT / "data" / "model_scale.csv")
+    rows = read_rows(ROOT / "mmlearn" / "data" / "tables" / "model_scale.csv")
     for row in rows:
         assert float(row["parameters"]) > 0
         for column in ("training_tokens", "training_flops"):
@@ -71,3 +73,14 @@ def test_the_checker_detects_an_unknown_source(tmp_path: Path):
     table.write_text("year,event,source\n2020,something,no-such-key-2099\n", encoding="utf-8")
     rows = read_rows(table)
     assert [row["source"] for row in rows if row["source"] not in KEYS] == ["no-such-key-2099"]
+
+
+def test_load_table_reads_every_shipped_table():
+    assert table_names() == [path.name for path in TABLES]
+    for path in TABLES:
+        assert len(load_table(path.name)) == len(read_rows(path))
+
+
+def test_load_table_rejects_an_unknown_name():
+    with pytest.raises(ValueError, match="name must be one of"):
+        load_table("no_such_table.csv")

@@ -29,6 +29,7 @@ from mmlearn.data.shapes import (
     make_question_dataset,
     make_question_splits,
 )
+from mmlearn.data.tables import load_table, table_names
 from mmlearn.data.tokenizer import WordTokenizer, split_words
 from mmlearn.data.vqa import (
     VQAExample,
@@ -63,6 +64,8 @@ __all__ = [
     "generate_scenes",
     "make_question_dataset",
     "make_question_splits",
+    "load_table",
+    "table_names",
     "WordTokenizer",
     "split_words",
     "VQAExample",

@@ -15,6 +15,10 @@ export PYTHONHASHSEED := 0
 export MPLBACKEND     := Agg
 export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
+# One intra-op thread: the book's models are small, so a second thread mostly
+# adds synchronisation, and a fixed thread count keeps the order of floating-
+# point reductions, and so every number in the book, the same on every build.
+export OMP_NUM_THREADS := 1
 
 .PHONY: book test assets
 

@@ -298,6 +298,47 @@ def point_widget_manager_at_its_fonts(app, context: dict, scripts: list) -> None
         return
 
 
+# ipywidgets typesets its labels with MathJax 2's ``MathJax.Hub.Queue(["Typeset",
+# MathJax.Hub, element])``; the book loads MathJax 3, which has no ``Hub`` (a
+# TypeError on every page with a widget). This bridge gives MathJax 3 a ``Hub``
+# whose ``Queue`` calls ``typesetPromise``, holding elements that arrive before
+# MathJax has started. It runs before the deferred MathJax script.
+MATHJAX2_HUB_BRIDGE = """(function () {
+  const waiting = [];
+  function typeset(element) {
+    const mathjax = window.MathJax;
+    if (mathjax && mathjax.typesetPromise) {
+      mathjax.typesetPromise([element]).catch((error) => console.warn(error));
+    } else {
+      waiting.push(element);
+    }
+  }
+  const hub = {Queue: (job) => { if (Array.isArray(job) && job[2]) typeset(job[2]); }};
+  const config = window.MathJax || {};
+  const startup = config.startup || {};
+  startup.ready = function () {
+    window.MathJax.startup.defaultReady();
+    window.MathJax.Hub = hub;
+    waiting.splice(0).forEach(typeset);
+  };
+  config.startup = startup;
+  config.Hub = hub;
+  window.MathJax = config;
+})();"""
+
+
+def bridge_widget_labels_to_mathjax3(app, scripts: list) -> None:
+    """On pages with widgets, add :data:`MATHJAX2_HUB_BRIDGE` after MathJax's configuration."""
+    if not any(str(script.filename or "").endswith("/embed-amd.js") for script in scripts):
+        return
+    config_index = next((index for index, script in enumerate(scripts)
+                         if (script.attributes.get("body") or "").startswith("window.MathJax")),
+                        None)
+    app.builder.add_js_file("", body=MATHJAX2_HUB_BRIDGE)
+    bridge = scripts.pop()
+    scripts.insert(0 if config_index is None else config_index + 1, bridge)
+
+
 def drop_duplicate_inline_scripts(scripts: list) -> None:
     """Keep one copy of each inline script.
 
@@ -323,6 +364,7 @@ def tidy_page_scripts(app, pagename, templatename, context, doctree) -> None:
     drop_duplicate_inline_scripts(scripts)
     load_mermaid_as_classic_script(app, context, scripts)
     point_widget_manager_at_its_fonts(app, context, scripts)
+    bridge_widget_labels_to_mathjax3(app, scripts)
 
 
 def setup(app):

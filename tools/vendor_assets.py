@@ -205,6 +205,7 @@ def vendor() -> None:
     manifest = {"packages": expected_manifest(), "tool": tool_sha256(), "files": files}
     (staging / "manifest.json").write_text(json.dumps(manifest, indent=1), encoding="utf-8")
     shutil.rmtree(VENDORED, ignore_errors=True)
+    VENDORED.parent.mkdir(parents=True, exist_ok=True)  # absent on a fresh clone
     staging.rename(VENDORED)
     print(f"vendored {len(PACKAGES)} packages ({len(files)} files) into {VENDORED}")
 

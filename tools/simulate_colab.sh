@@ -5,8 +5,9 @@
 #   tools/simulate_colab.sh notebooks/ch04/attention_maps.ipynb [...]
 #
 # 1. A fresh venv gets Colab's usual preinstalled packages (torch, transformers,
-#    scikit-learn, ...), and a stub `google.colab` module so that the setup
-#    cell's Colab branch runs.
+#    scikit-learn, ...), and a stub `google.colab` module that every Python
+#    process imports at start-up (a .pth line), as Colab's kernel does, so that
+#    the setup cell's Colab branch runs.
 # 2. git is told to fetch the repository URL of _config.yml from this clone
 #    (url.<clone>.insteadOf), so the setup cell's `pip install git+<URL>` is
 #    exactly what Colab runs, minus the network.
@@ -31,6 +32,7 @@ PY="$WORK/venv/bin/python"
 SITE="$("$PY" -c 'import site; print(site.getsitepackages()[0])')"
 mkdir -p "$SITE/google/colab"
 touch "$SITE/google/__init__.py" "$SITE/google/colab/__init__.py"
+echo "import google.colab" > "$SITE/zz_colab_stub.pth"
 "$PY" -m pip freeze --all | sort > "$WORK/before.txt"
 
 export GIT_CONFIG_GLOBAL="$WORK/gitconfig"

@@ -58,9 +58,17 @@ def test_html_has_every_page_and_no_error_reports():
 
 def test_chinese_search_index_has_chinese_words():
     require_build(HTML / "searchindex.js")
-    index = (HTML / "searchindex.js").read_text(encoding="utf-8")
+    terms = search_terms(HTML / "searchindex.js")
     for word in ["注意力", "对比", "蒸馏"]:
-        assert word in index, f"the search index lacks {word}: is jieba installed?"
+        assert word in terms, f"the search index lacks {word}: is jieba installed?"
+
+
+def search_terms(path: Path) -> set[str]:
+    """The words of Sphinx's search index (``Search.setIndex({...})``; JSON, ASCII-escaped)."""
+    text = path.read_text(encoding="utf-8").strip()
+    prefix, suffix = "Search.setIndex(", ")"
+    assert text.startswith(prefix) and text.endswith(suffix), f"unexpected format of {path}"
+    return set(json.loads(text[len(prefix):-len(suffix)])["terms"])
 
 
 def test_launch_buttons_point_at_colab():

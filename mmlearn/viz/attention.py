@@ -15,22 +15,9 @@ import torch
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 
+from mmlearn.viz._arrays import check_labels, to_numpy
+
 __all__ = ["plot_attention", "plot_attention_grid"]
-
-
-def _to_numpy(name: str, array: torch.Tensor | np.ndarray) -> np.ndarray:
-    """Return a float NumPy copy of a tensor (any device, with or without grad) or array."""
-    if isinstance(array, torch.Tensor):
-        return array.detach().to("cpu", torch.float64).numpy()
-    if isinstance(array, np.ndarray):
-        return array.astype(np.float64)
-    raise TypeError(f"{name} must be a torch.Tensor or numpy.ndarray, got {type(array).__name__}")
-
-
-def _check_labels(name: str, labels: Sequence[str] | None, length: int) -> None:
-    if labels is not None and len(labels) != length:
-        raise ValueError(f"{name} must have {length} entries (one per row/column), "
-                         f"got {len(labels)}")
 
 
 def _label_axes(ax: Axes, row_labels: Sequence[str] | None,
@@ -57,11 +44,11 @@ def plot_attention(weights: torch.Tensor | np.ndarray, row_labels: Sequence[str]
     Returns:
         The Axes.
     """
-    matrix = _to_numpy("weights", weights)
+    matrix = to_numpy("weights", weights)
     if matrix.ndim != 2:
         raise ValueError(f"weights must be a 2-D (Lq, Lk) map, got shape {matrix.shape}")
-    _check_labels("row_labels", row_labels, matrix.shape[0])
-    _check_labels("col_labels", col_labels, matrix.shape[1])
+    check_labels("row_labels", row_labels, matrix.shape[0])
+    check_labels("col_labels", col_labels, matrix.shape[1])
     if ax is None:
         size = min(8.0, 2.5 + 0.25 * max(matrix.shape))
         _, ax = plt.subplots(figsize=(size + 1.0, size), layout="constrained")
@@ -78,9 +65,9 @@ def plot_attention(weights: torch.Tensor | np.ndarray, row_labels: Sequence[str]
 def _stack_layers(attentions) -> np.ndarray:
     """Turn the accepted formats into one array ``(layers, heads, L, L)``."""
     if isinstance(attentions, torch.Tensor | np.ndarray):
-        stacked = _to_numpy("attentions", attentions)
+        stacked = to_numpy("attentions", attentions)
     elif isinstance(attentions, Sequence) and len(attentions) > 0:
-        per_layer = [_to_numpy(f"attentions[{i}]", a) for i, a in enumerate(attentions)]
+        per_layer = [to_numpy(f"attentions[{i}]", a) for i, a in enumerate(attentions)]
         per_layer = [a[0] if a.ndim == 4 and a.shape[0] == 1 else a for a in per_layer]
         if any(a.shape != per_layer[0].shape or a.ndim != 3 for a in per_layer):
             shapes = [a.shape for a in per_layer]
@@ -122,7 +109,7 @@ def plot_attention_grid(attentions, tokens: Sequence[str] | None = None,
     stacked = _stack_layers(attentions)
     layer_ids = _pick("layers", layers, stacked.shape[0])
     head_ids = _pick("heads", heads, stacked.shape[1])
-    _check_labels("tokens", tokens, stacked.shape[-1])
+    check_labels("tokens", tokens, stacked.shape[-1])
     size = 1.6 if tokens is None else min(3.5, 1.6 + 0.08 * len(tokens))
     margin = 0.0 if tokens is None else 0.08 * max(len(str(t)) for t in tokens)  # label room
     fig, axes = plt.subplots(len(layer_ids), len(head_ids), squeeze=False, layout="constrained",

@@ -16,24 +16,12 @@ import numpy as np
 import torch
 from matplotlib.axes import Axes
 
+from mmlearn.viz._arrays import check_labels, to_numpy
+
 __all__ = ["plot_embeddings_2d", "plot_similarity_matrix", "project_2d"]
 
 METHODS = ("pca", "tsne")
 _ANNOTATE_MAX = 12  # write the numbers into the cells of matrices up to this size
-
-
-def _to_numpy(name: str, array: torch.Tensor | np.ndarray) -> np.ndarray:
-    """A float64 NumPy copy of a tensor (any device, with or without grad) or array."""
-    if isinstance(array, torch.Tensor):
-        return array.detach().to("cpu", torch.float64).numpy()
-    if isinstance(array, np.ndarray):
-        return array.astype(np.float64)
-    raise TypeError(f"{name} must be a torch.Tensor or numpy.ndarray, got {type(array).__name__}")
-
-
-def _check_labels(name: str, labels: Sequence[str] | None, length: int) -> None:
-    if labels is not None and len(labels) != length:
-        raise ValueError(f"{name} must have {length} entries, got {len(labels)}")
 
 
 def plot_similarity_matrix(sim: torch.Tensor | np.ndarray,
@@ -52,11 +40,11 @@ def plot_similarity_matrix(sim: torch.Tensor | np.ndarray,
     Returns:
         The Axes.
     """
-    matrix = _to_numpy("sim", sim)
+    matrix = to_numpy("sim", sim)
     if matrix.ndim != 2 or 0 in matrix.shape:
         raise ValueError(f"sim must be a non-empty 2-D matrix, got shape {matrix.shape}")
-    _check_labels("row_labels", row_labels, matrix.shape[0])
-    _check_labels("col_labels", col_labels, matrix.shape[1])
+    check_labels("row_labels", row_labels, matrix.shape[0])
+    check_labels("col_labels", col_labels, matrix.shape[1])
     if ax is None:
         size = min(9.0, 3.0 + 0.35 * max(matrix.shape))
         _, ax = plt.subplots(figsize=(size + 1.5, size), layout="constrained")
@@ -85,7 +73,7 @@ def project_2d(features: torch.Tensor | np.ndarray, method: str = "pca",
     from sklearn.decomposition import PCA  # imported here: sklearn is slow to load
     from sklearn.manifold import TSNE
 
-    points = _to_numpy("features", features)
+    points = to_numpy("features", features)
     if points.ndim != 2 or points.shape[0] < 3 or points.shape[1] < 2:
         raise ValueError(f"features must be (N, D) with N >= 3 and D >= 2, got shape "
                          f"{points.shape}")
@@ -119,7 +107,7 @@ def plot_embeddings_2d(features: torch.Tensor | np.ndarray,
     """
     if method not in METHODS:
         raise ValueError(f"method must be one of {METHODS}, got {method!r}")
-    classes = np.asarray(_to_numpy("labels", torch.as_tensor(labels))).astype(np.int64)
+    classes = np.asarray(to_numpy("labels", torch.as_tensor(labels))).astype(np.int64)
     points = project_2d(features, method)
     if classes.shape != (points.shape[0],):
         raise ValueError(f"labels must have shape ({points.shape[0]},), got {classes.shape}")

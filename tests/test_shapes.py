@@ -16,6 +16,7 @@ from mmlearn.data.shapes import (
     ShapeObject,
     caption_en,
     caption_zh,
+    color_queries,
     generate_scenes,
     make_question_dataset,
     make_question_splits,
@@ -186,6 +187,25 @@ def test_kinds_subset():
 def test_generate_scenes_bad_inputs(kwargs, name):
     with pytest.raises(ValueError, match=name):
         generate_scenes(**kwargs)
+
+
+def test_color_queries_name_the_object_and_label_its_colour():
+    data = make_question_dataset(60, seed=3, kinds=("color",))
+    questions, questions_zh, labels = color_queries(data)
+    assert labels.dtype == torch.long and labels.shape == (60,)
+    for i, (question, scene) in enumerate(zip(questions, data.scenes, strict=True)):
+        asked = data.questions[i].split()[2]  # "is the circle red?" -> "circle"
+        assert question == f"what color is the {asked}?"
+        assert COLORS[labels[i]] == scene.find(asked).color
+        x0, y0, x1, y1 = data.boxes[i].tolist()  # the box is the named object's
+        assert tuple(data.boxes[i].tolist()) == scene.find(asked).box
+        assert scene.image[:, y0:y1, x0:x1].sum() > 0
+    assert questions_zh[0].endswith("是什么颜色？")
+    assert len(set(labels.tolist())) == len(COLORS)
+    # the same query gets different answers on different images: text alone cannot answer
+    assert len({labels[i].item() for i, q in enumerate(questions) if q == questions[0]}) > 1
+    with pytest.raises(ValueError, match="data"):
+        color_queries(make_question_dataset(10, seed=0, kinds=("exists",)))
 
 
 def test_question_bad_inputs():

@@ -43,6 +43,7 @@ __all__ = [
     "ShapeObject",
     "caption_en",
     "caption_zh",
+    "color_queries",
     "generate_scenes",
     "make_question_dataset",
     "make_question_splits",
@@ -489,3 +490,29 @@ def make_question_splits(sizes: tuple[int, int, int] = (2000, 500, 500), *, seed
     return {name: make_question_dataset(size, seed=split_seed, **kwargs)
             for name, size, split_seed in zip(("train", "val", "test"), sizes, seeds,
                                               strict=True)}
+
+
+def color_queries(data: QuestionDataset) -> tuple[list[str], list[str], torch.Tensor]:
+    """Recast ``"color"`` yes/no questions as four-way queries "what color is the circle?".
+
+    "is the circle red?" becomes "what color is the circle?" with the label
+    ``COLORS.index(circle's colour)``: the text says *which* object, the image says
+    its colour, so neither modality alone can answer; and the model need not
+    compare two colours (the yes/no version asks for that extra step).
+
+    Args:
+        data: a :class:`QuestionDataset` whose questions are all of kind ``"color"``
+            (``make_question_dataset(..., kinds=("color",))``).
+
+    Returns:
+        ``(questions, questions_zh, labels (N,) long in [0, len(COLORS)))``.
+    """
+    if any(kind != "color" for kind in data.kinds):
+        raise ValueError(f"data must hold only 'color' questions, got kinds "
+                         f"{sorted(set(data.kinds))}")
+    shapes = [question.split()[2] for question in data.questions]
+    labels = [COLORS.index(scene.find(shape).color)
+              for scene, shape in zip(data.scenes, shapes, strict=True)]
+    return ([f"what color is the {shape}?" for shape in shapes],
+            [f"{SHAPES_ZH[shape]}是什么颜色？" for shape in shapes],
+            torch.tensor(labels, dtype=torch.long))

@@ -17,6 +17,12 @@ from mmlearn.data.digits import (
     prompts_zh,
 )
 from mmlearn.data.flickr import load_flickr30k
+from mmlearn.data.sentiment import (
+    SENTIMENTS,
+    SentimentDataset,
+    make_sentiment_dataset,
+    make_sentiment_splits,
+)
 from mmlearn.data.shapes import (
     COLORS,
     SHAPES,
@@ -25,9 +31,17 @@ from mmlearn.data.shapes import (
     ShapeObject,
     caption_en,
     caption_zh,
+    color_queries,
     generate_scenes,
     make_question_dataset,
     make_question_splits,
+)
+from mmlearn.data.shapes_vqa import (
+    ANSWERS,
+    VQA_KINDS,
+    ShapesVQADataset,
+    make_shapes_vqa,
+    make_shapes_vqa_splits,
 )
 from mmlearn.data.tables import load_table, table_names
 from mmlearn.data.tokenizer import WordTokenizer, split_words
@@ -61,9 +75,19 @@ __all__ = [
     "ShapeObject",
     "caption_en",
     "caption_zh",
+    "color_queries",
     "generate_scenes",
     "make_question_dataset",
     "make_question_splits",
+    "SENTIMENTS",
+    "SentimentDataset",
+    "make_sentiment_dataset",
+    "make_sentiment_splits",
+    "ANSWERS",
+    "VQA_KINDS",
+    "ShapesVQADataset",
+    "make_shapes_vqa",
+    "make_shapes_vqa_splits",
     "load_table",
     "table_names",
     "WordTokenizer",

@@ -1,6 +1,7 @@
 """Modules built on :mod:`mmlearn.functional`."""
 
 from mmlearn.nn.attention import MultiHeadAttention
+from mmlearn.nn.captioner import CaptionDecoderLayer, ImageCaptioner
 from mmlearn.nn.clip import CLIPModel, LiTModel, SmallConvEncoder, make_small_clip
 from mmlearn.nn.feedforward import FeedForward
 from mmlearn.nn.fusion import (
@@ -16,6 +17,8 @@ from mmlearn.nn.transformer import TransformerEncoder, TransformerEncoderLayer
 from mmlearn.nn.vision import PatchEmbedding, VisionTransformer
 
 __all__ = [
+    "CaptionDecoderLayer",
+    "ImageCaptioner",
     "CLIPModel",
     "LiTModel",
     "SmallConvEncoder",

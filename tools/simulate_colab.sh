@@ -37,7 +37,7 @@ echo "import google.colab" > "$SITE/zz_colab_stub.pth"
 
 export GIT_CONFIG_GLOBAL="$WORK/gitconfig"
 git config --global url."$ROOT".insteadOf "$URL"
-export HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 MPLBACKEND=Agg
+export HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1
 
 status=0
 for notebook in "$@"; do

@@ -2,9 +2,10 @@
 
 No download happens here: scikit-image, scikit-learn and matplotlib carry these
 photos in their wheels (Colab preinstalls all three). :data:`PHOTOS` records, for
-each photo, where it comes from and under which licence, and the caption this
-book wrote for it. :func:`imagenet_classes` reads the 1,000 ImageNet-1k class
-names shipped as package data (``imagenet_classes.txt``, copied from torchvision).
+each photo, where it comes from and under which licence, and the caption and the
+short zero-shot prompt this book wrote for it. :func:`imagenet_classes` reads the
+1,000 ImageNet-1k class names shipped as package data (``imagenet_classes.txt``,
+copied from torchvision).
 """
 
 from __future__ import annotations
@@ -30,42 +31,53 @@ class Photo:
     source: str
     license: str
     caption: str
+    prompt: str  # a short zero-shot prompt naming what the photo shows
 
 
 PHOTOS: tuple[Photo, ...] = (
     Photo("astronaut", "skimage:data/astronaut.png",
           "scikit-image; NASA Great Images (Eileen Collins)", "public domain",
-          "a smiling astronaut in an orange flight suit in front of a flag"),
+          "a smiling astronaut in an orange spacesuit in front of a flag",
+          "an astronaut"),
     Photo("coffee", "skimage:data/coffee.png",
           "scikit-image; photograph by Rachel Michetti", "CC0",
-          "a cup of coffee on a saucer with a spoon, seen from above"),
+          "a cup of coffee on a red saucer with a spoon",
+          "a cup of coffee"),
     Photo("chelsea", "skimage:data/chelsea.png",
           "scikit-image; photograph by Stefan van der Walt", "CC0",
-          "a tabby cat looking to the side"),
+          "a close-up of a tabby cat's face",
+          "a cat"),
     Photo("rocket", "skimage:data/rocket.jpg",
           "scikit-image; SpaceX, launch of DSCOVR on Falcon 9", "public domain (CC0)",
-          "a rocket lifting off from its launch pad with a trail of smoke"),
+          "a rocket standing on its launch pad at dusk",
+          "a rocket"),
     Photo("camera", "skimage:data/camera.png",
           "scikit-image; photograph by Lav Varshney", "CC0",
-          "a black and white photo of a man with a camera on a tripod"),
+          "a black and white photo of a man with a camera on a tripod",
+          "a photographer"),
     Photo("motorcycle", "skimage:data/motorcycle_left.png",
           "scikit-image; Middlebury 2014 stereo data set (left view), Scharstein et al.",
           "distributed by scikit-image and Middlebury for research use; no licence stated",
-          "a red motorcycle parked indoors in front of a wall"),
+          "a red motorcycle parked in a workshop",
+          "a motorcycle"),
     Photo("china", "sklearn:datasets/images/china.jpg",
           "scikit-learn; photograph by danielbuechele on Flickr", "CC BY 2.0",
-          "a Chinese temple with a curved roof among trees"),
+          "a Chinese temple with many curved roofs among trees",
+          "a temple"),
     Photo("flower", "sklearn:datasets/images/flower.jpg",
           "scikit-learn; photograph by vultilion on Flickr", "CC BY 2.0",
-          "a pink flower with yellow stamens in close-up"),
+          "an orange flower in close-up",
+          "a flower"),
     Photo("grace_hopper", "matplotlib:mpl-data/sample_data/grace_hopper.jpg",
           "matplotlib sample data; U.S. Navy official portrait of Grace Hopper",
           "public domain (U.S. government work)",
-          "a portrait of a woman in a navy uniform with a hat"),
+          "a portrait of an elderly woman in a navy uniform and cap",
+          "a naval officer"),
     Photo("hubble", "skimage:data/hubble_deep_field.jpg",
           "scikit-image; NASA/ESA Hubble eXtreme Deep Field (HubbleSite)",
           "public domain (NASA)",
-          "thousands of distant galaxies in a dark sky"),
+          "thousands of distant galaxies in a dark sky",
+          "galaxies in deep space"),
 )
 
 

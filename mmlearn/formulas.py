@@ -30,6 +30,11 @@ FORMULAS: tuple[Formula, ...] = (
     # --- Chapter 2.2: the Transformer architecture --------------------------------------
     Formula("eq-positional-encoding", "2.2.3", "正弦位置编码 PE(pos, i)",
             "mmlearn.nn.sinusoidal_table"),
+    # --- Chapter 3.2: contrastive learning on real photos (3.2.2) ----------------------
+    Formula("eq-conse", "3.2.2", "ConSE：前 k 个类别的概率加权词向量",
+            "mmlearn.functional.conse_embedding"),
+    Formula("eq-grad-cam", "3.2.2", "Grad-CAM：梯度加权的卷积特征图",
+            "mmlearn.functional.grad_cam"),
     # --- Chapter 4.1: the Transformer -------------------------------------------------
     Formula("eq-attention", "4.1.1", "缩放点积注意力 Attention(Q, K, V)",
             "mmlearn.functional.attention"),

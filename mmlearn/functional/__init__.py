@@ -29,6 +29,7 @@ from mmlearn.functional.transformer import (
     padding_mask,
     split_heads,
 )
+from mmlearn.functional.vision import conse_embedding, grad_cam
 
 __all__ = [
     "clip_loss",
@@ -49,4 +50,6 @@ __all__ = [
     "kd_kl_divergence",
     "soft_target_loss",
     "uniform_layer_map",
+    "conse_embedding",
+    "grad_cam",
 ]

@@ -53,6 +53,8 @@ FORMULAS: tuple[Formula, ...] = (
             "mmlearn.functional.clip_loss"),
     Formula("eq-nt-xent", "4.2.1", "SimCLR 的 NT-Xent 损失",
             "mmlearn.functional.nt_xent"),
+    Formula("eq-siglip-loss", "3.2", "SigLIP 的成对 sigmoid 损失",
+            "mmlearn.functional.siglip_loss"),
     Formula("eq-cl-objective", "4.2.2", "对比学习目标函数 J_CL",
             "mmlearn.functional.contrastive_objective"),
     # --- Chapter 4.3: knowledge distillation --------------------------------------------

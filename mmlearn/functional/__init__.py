@@ -10,6 +10,7 @@ from mmlearn.functional.contrastive import (
     contrastive_objective,
     info_nce,
     nt_xent,
+    siglip_loss,
 )
 from mmlearn.functional.distillation import (
     attention_distillation_loss,
@@ -36,6 +37,7 @@ __all__ = [
     "contrastive_objective",
     "info_nce",
     "nt_xent",
+    "siglip_loss",
     "attention",
     "attention_weights",
     "causal_mask",

@@ -3,14 +3,18 @@
 * :func:`info_nce`: the book's InfoNCE loss per anchor, {eq}`eq-infonce`;
 * :func:`contrastive_objective`: its batch mean, the objective J_CL, {eq}`eq-cl-objective`;
 * :func:`clip_loss`: CLIP's symmetric image-text loss, {eq}`eq-clip-loss`;
-* :func:`nt_xent`: SimCLR's NT-Xent loss over 2N augmented views, {eq}`eq-nt-xent`.
+* :func:`nt_xent`: SimCLR's NT-Xent loss over 2N augmented views, {eq}`eq-nt-xent`;
+* :func:`siglip_loss`: SigLIP's pairwise sigmoid loss, {eq}`eq-siglip-loss`.
 
-All of them are a softmax cross-entropy over similarity scores, written with
-``logsumexp`` / ``F.cross_entropy`` so that scores of size 1e4 and bfloat16
-inputs stay finite. Features are rows: ``(N, D)`` means N samples of width D.
+The first four are a softmax cross-entropy over similarity scores, written with
+``logsumexp`` / ``F.cross_entropy``; the sigmoid loss uses ``F.logsigmoid``.
+Either way scores of size 1e4 and bfloat16 inputs stay finite. Features are rows:
+``(N, D)`` means N samples of width D.
 """
 
 from __future__ import annotations
+
+import math
 
 import torch
 import torch.nn.functional as F
@@ -180,3 +184,46 @@ def nt_xent(z1: torch.Tensor, z2: torch.Tensor, temperature: Scalar) -> torch.Te
     logits = logits.masked_fill(self_pairs, float("-inf"))
     partner = torch.arange(2 * n, device=logits.device).roll(n)
     return F.cross_entropy(logits, partner)
+
+
+def _check_logit_bias(logit_bias: Scalar) -> None:
+    """A finite scalar bias (any sign; SigLIP starts it at -10)."""
+    _check_scalar("logit_bias", logit_bias)
+    bias = float(logit_bias.detach()) if isinstance(logit_bias, torch.Tensor) else logit_bias
+    if not math.isfinite(bias):
+        raise ValueError(f"logit_bias must be a finite number, got {logit_bias!r}")
+
+
+def siglip_loss(image_features: torch.Tensor, text_features: torch.Tensor,
+                logit_scale: Scalar, logit_bias: Scalar) -> torch.Tensor:
+    """SigLIP's pairwise sigmoid loss, {eq}`eq-siglip-loss` (Zhai et al., 2023).
+
+    Every one of the ``N x N`` image-text pairs is an independent binary
+    classification: ``z_ij = +1`` for a matching pair (``i == j``), ``-1``
+    otherwise, with logit ``t * x_i . y_j + b``::
+
+        L = -1/N * sum_i sum_j log sigmoid( z_ij * (t * x_i . y_j + b) )
+
+    The sum runs over all N^2 pairs but is divided by the batch size N, as in
+    the paper's Algorithm 1 and big_vision's trainer. No softmax couples the
+    pairs, so no row or column normalisation over the batch is needed.
+
+    Args:
+        image_features: ``(N, D)``, already L2-normalised.
+        text_features: ``(N, D)``, already L2-normalised.
+        logit_scale: ``t``, already exponentiated (SigLIP stores ``t' = ln t``
+            and starts at ``t = 10``); ``>= 0`` and finite.
+        logit_bias: ``b``, a finite number (SigLIP starts at ``b = -10``, so
+            that the many negative pairs do not dominate the first steps).
+
+    Returns:
+        A scalar tensor, ``>= 0``. At ``t = b = 0`` every pair has probability
+        1/2 and the loss is ``N log 2``.
+    """
+    _check_pair("image_features", image_features, "text_features", text_features)
+    _check_logit_scale(logit_scale)
+    _check_logit_bias(logit_bias)
+    logits = logit_scale * image_features @ text_features.T + logit_bias
+    n = image_features.shape[0]
+    signs = 2 * torch.eye(n, dtype=logits.dtype, device=logits.device) - 1
+    return -F.logsigmoid(signs * logits).sum() / n

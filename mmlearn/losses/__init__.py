@@ -1,6 +1,6 @@
 """Module forms of the book's losses (``nn.Module`` wrappers of :mod:`mmlearn.functional`)."""
 
-from mmlearn.losses.contrastive import ClipLoss, InfoNCELoss, NTXentLoss
+from mmlearn.losses.contrastive import ClipLoss, InfoNCELoss, NTXentLoss, SigLipLoss
 from mmlearn.losses.distillation import (
     AttentionDistillationLoss,
     DistillationLoss,
@@ -12,6 +12,7 @@ __all__ = [
     "ClipLoss",
     "InfoNCELoss",
     "NTXentLoss",
+    "SigLipLoss",
     "AttentionDistillationLoss",
     "DistillationLoss",
     "FeatureDistillationLoss",

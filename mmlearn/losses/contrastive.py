@@ -5,7 +5,9 @@
 * :class:`ClipLoss` is CLIP's symmetric loss ({eq}`eq-clip-loss`) with a
   learnable, clamped logit scale, and, under ``torch.distributed``, features
   gathered from every rank so that each image sees the whole global batch of
-  texts as negatives (as open_clip's ``ClipLoss``).
+  texts as negatives (as open_clip's ``ClipLoss``);
+* :class:`SigLipLoss` wraps :func:`mmlearn.functional.siglip_loss`
+  ({eq}`eq-siglip-loss`) with a learnable scale and bias (one process).
 """
 
 from __future__ import annotations
@@ -24,9 +26,10 @@ from mmlearn.functional.contrastive import (
     clip_loss,
     info_nce,
     nt_xent,
+    siglip_loss,
 )
 
-__all__ = ["ClipLoss", "InfoNCELoss", "NTXentLoss"]
+__all__ = ["ClipLoss", "InfoNCELoss", "NTXentLoss", "SigLipLoss"]
 
 REDUCTIONS = ("mean", "sum", "none")
 
@@ -185,3 +188,41 @@ def _local_clip_loss(image_features: torch.Tensor, text_features: torch.Tensor,
     labels = torch.arange(local_batch, device=logits_per_image.device) + rank * local_batch
     return (F.cross_entropy(logits_per_image, labels)
             + F.cross_entropy(logits_per_text, labels)) / 2
+
+
+class SigLipLoss(nn.Module):
+    """SigLIP's sigmoid loss, {eq}`eq-siglip-loss`, with a learnable scale and bias.
+
+    Stores ``t' = ln t`` (default ``ln 10``) and ``b`` (default ``-10``), the
+    initial values of Zhai et al. (2023), as parameters when ``learnable``
+    (add the loss's parameters to the optimiser) or as buffers otherwise, and
+    passes ``exp(t')`` and ``b`` to :func:`mmlearn.functional.siglip_loss`.
+    This module computes the loss of one process's batch; it does not
+    exchange features between ranks (the paper's chunked multi-device
+    version is not implemented), so it refuses to run with ``world_size > 1``.
+    """
+
+    def __init__(self, init_logit_scale: float = math.log(10.0), init_logit_bias: float = -10.0,
+                 learnable: bool = True):
+        super().__init__()
+        for name, value in (("init_logit_scale", init_logit_scale),
+                            ("init_logit_bias", init_logit_bias)):
+            if not math.isfinite(value):
+                raise ValueError(f"{name} must be finite, got {value!r}")
+        scale, bias = torch.tensor(float(init_logit_scale)), torch.tensor(float(init_logit_bias))
+        if learnable:
+            self.logit_scale, self.logit_bias = nn.Parameter(scale), nn.Parameter(bias)
+        else:
+            self.register_buffer("logit_scale", scale)
+            self.register_buffer("logit_bias", bias)
+
+    def forward(self, image_features: torch.Tensor, text_features: torch.Tensor) -> torch.Tensor:
+        """Loss of L2-normalised ``(N, D)`` image and text features (row i pairs with row i)."""
+        if rank_and_world_size()[1] > 1:
+            raise RuntimeError("SigLipLoss computes a single-process loss; with world_size > 1 "
+                               "each rank would miss the pairs across ranks")
+        return siglip_loss(image_features, text_features, self.logit_scale.exp(),
+                           self.logit_bias)
+
+    def extra_repr(self) -> str:
+        return f"t={self.logit_scale.exp().item():.4g}, b={self.logit_bias.item():.4g}"

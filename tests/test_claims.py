@@ -57,7 +57,8 @@ ALLOWED: list[tuple[str, str, str]] = [
 # entries are removed instead of lingering.
 KNOWN_OFFENDERS: list[tuple[str, str]] = []
 
-PERCENT = r"(?<![\w.])\d+(?:\.\d+)?\s*[%％]|\d+(?:\.\d+)?\s*个百分点|百分之[零一二三四五六七八九十百\d]+"
+PERCENT = (r"(?<![\w.])\d+(?:\.\d+)?\s*[%％]|\d+(?:\.\d+)?\s*个百分点"
+           r"|百分之[零一二三四五六七八九十百\d]+")
 RATIO = r"(?<![\w.])\d+(?:\.\d+)?\s*倍|(?<![\w.])\d+(?:\.\d+)?\s*[×xX]\s*(?:faster|slower|speed)"
 METRIC = (
     r"(?:损失|loss|困惑度|perplexity|准确率|正确率|精度|accuracy|召回率|Recall@\d+|BLEU|CIDEr"
@@ -110,6 +111,7 @@ def clean(text: str) -> str:
     text = re.sub(r"`[^`\n]*mmlearn/data/tables[^`\n]*`", "mmlearn/data/tables", text)
     text = re.sub(r"`[^`\n]*`", " ", text)
     text = re.sub(r"\]\([^)]*\)", "]", text)
+    text = re.sub(r"[（(][1-8]\.\d(?:\.\d)?[）)]", " ", text)  # a section number such as （5.2）
     return re.sub(r"https?://\S+", " ", text)
 
 
@@ -216,7 +218,8 @@ def test_scanner_flags_typed_results(text):
     "温度 $\\tau=0.07$ 时损失为 $2.9$。",
     "```python\nprint(f'{acc:.1%}')  # 97%\n```",
     "见 [链接](https://example.org/a%20b)。",
-    "数据（来源：`mmlearn/data/tables/model_scale.csv`）\n\n| model | share |\n|---|---|\n| A | 50% |",
+    "数据（来源：`mmlearn/data/tables/model_scale.csv`）\n\n"
+    "| model | share |\n|---|---|\n| A | 50% |",
     "隐藏层有 64 个单元，学习率 0.01。",
 ])
 def test_scanner_passes_glued_cited_and_non_results(text):

@@ -3,6 +3,7 @@
 from mmlearn.nn.attention import MultiHeadAttention
 from mmlearn.nn.captioner import CaptionDecoderLayer, ImageCaptioner
 from mmlearn.nn.clip import CLIPModel, LiTModel, SmallConvEncoder, make_small_clip
+from mmlearn.nn.decoder import DecoderLayer, DecoderOutput, KVCache, TransformerDecoder
 from mmlearn.nn.feedforward import FeedForward
 from mmlearn.nn.fusion import (
     FUSIONS,
@@ -20,6 +21,10 @@ __all__ = [
     "CaptionDecoderLayer",
     "ImageCaptioner",
     "CLIPModel",
+    "DecoderLayer",
+    "DecoderOutput",
+    "KVCache",
+    "TransformerDecoder",
     "LiTModel",
     "SmallConvEncoder",
     "make_small_clip",

@@ -29,6 +29,7 @@ from mmlearn.functional.transformer import (
     padding_mask,
     split_heads,
 )
+from mmlearn.functional.vlp import itc_loss, itm_hard_negatives, itm_loss, lm_loss
 
 __all__ = [
     "clip_loss",
@@ -49,4 +50,8 @@ __all__ = [
     "kd_kl_divergence",
     "soft_target_loss",
     "uniform_layer_map",
+    "itc_loss",
+    "itm_hard_negatives",
+    "itm_loss",
+    "lm_loss",
 ]

@@ -16,6 +16,7 @@ from mmlearn.nn.positional import PositionalEncoding, sinusoidal_table
 from mmlearn.nn.text import TextTransformer
 from mmlearn.nn.transformer import TransformerEncoder, TransformerEncoderLayer
 from mmlearn.nn.vision import PatchEmbedding, VisionTransformer
+from mmlearn.nn.vlp import VisionLanguagePretrainer, append_eos
 
 __all__ = [
     "CaptionDecoderLayer",
@@ -41,5 +42,7 @@ __all__ = [
     "TransformerEncoderLayer",
     "UnimodalBaseline",
     "VisionTransformer",
+    "VisionLanguagePretrainer",
+    "append_eos",
     "sinusoidal_table",
 ]

@@ -239,3 +239,19 @@ def test_pretrainer_bad_arguments():
         _model(itc=False, itm=False, lm=False)
     with pytest.raises(ValueError, match="embed_dim"):
         VisionLanguagePretrainer(VOCAB, eos_id=EOS, embed_dim=0)
+
+
+def test_shared_text_encoder_lm_is_causal_and_trains_the_fusion_weights():
+    model = _model(itc=False, itm=False, share_text_encoder=True)
+    assert model.decoder is None
+    images, ids, valid = _batch()
+    tokens, _ = model.encode_image(images)
+    changed = ids.clone()
+    changed[:, 3] = 7
+    a, b = model.lm_logits(tokens, ids), model.lm_logits(tokens, changed)
+    torch.testing.assert_close(a[:, :3], b[:, :3])
+    assert not torch.allclose(a[:, 3], b[:, 3])
+    model(images, ids, valid)["loss"].backward()
+    assert model.encoder.cross_blocks[0].cross_attn.q_proj.weight.grad is not None
+    out = greedy(model.caption_stepper(images), torch.ones(4, 1, dtype=torch.long), 5)
+    assert out.sequences.shape == (4, 6)

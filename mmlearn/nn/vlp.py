@@ -8,11 +8,16 @@ One image encoder (ViT) and one text encoder serve three objectives:
   of :class:`~mmlearn.nn.MultimodalTransformer` with ``fusion="cross"``) classifies
   (image, text) pairs as matched or not, on true pairs and on hard negatives drawn
   from the ITC similarities;
-* **LM**: a causal :class:`~mmlearn.nn.TransformerDecoder` that cross-attends to the
-  image tokens predicts the caption word by word.
+* **LM**: a causal decoder that cross-attends to the image tokens predicts the caption
+  word by word: by default a separate :class:`~mmlearn.nn.TransformerDecoder` (with a
+  key-value cache for generation); with ``share_text_encoder=True`` the text encoder
+  itself, run with a causal mask and its cross-attention blocks, and an output layer
+  tied to its token embeddings.
 
 As in BLIP, the unimodal and the fused text encoder share every weight except the
-cross-attention blocks. After pretraining, :meth:`VisionLanguagePretrainer.to_classifier`
+cross-attention blocks; BLIP's decoder also shares them except its self-attention
+layers, and ``share_text_encoder=True`` goes one step further and shares those too.
+After pretraining, :meth:`VisionLanguagePretrainer.to_classifier`
 returns the fusion model with a new head, ready to fine-tune on a downstream task.
 """
 
@@ -22,7 +27,7 @@ import torch
 from torch import nn
 
 from mmlearn._checks import check_positive_int, check_tensor
-from mmlearn.functional.transformer import padding_mask
+from mmlearn.functional.transformer import causal_mask, padding_mask
 from mmlearn.functional.vlp import itm_hard_negatives, itm_loss, lm_loss
 from mmlearn.losses.vlp import ITCLoss
 from mmlearn.nn.decoder import TransformerDecoder
@@ -55,6 +60,9 @@ class VisionLanguagePretrainer(nn.Module):
         eos_id: the end-of-caption id; the decoder starts from the text's ``[CLS]``.
         pad_id: the padding id.
         itc, itm, lm: which objectives :meth:`forward` optimises (ablations switch one off).
+        share_text_encoder: the LM objective runs the (causal) text encoder and the
+            cross-attention blocks instead of the separate decoder, so it trains the
+            weights that fine-tuning starts from.
         embed_dim: width of the ITC projections.
         image_size, patch_size, d_model, num_heads, num_layers, d_ff, max_length:
             the encoders' sizes, as in :class:`~mmlearn.nn.MultimodalTransformer`;
@@ -65,7 +73,7 @@ class VisionLanguagePretrainer(nn.Module):
                  itm: bool = True, lm: bool = True, embed_dim: int = 32,
                  image_size: int = 32, patch_size: int = 8, d_model: int = 32,
                  num_heads: int = 4, num_layers: int = 2, d_ff: int = 64,
-                 max_length: int = 16) -> None:
+                 max_length: int = 16, share_text_encoder: bool = False) -> None:
         super().__init__()
         check_positive_int("embed_dim", embed_dim)
         if not (itc or itm or lm):
@@ -75,12 +83,14 @@ class VisionLanguagePretrainer(nn.Module):
                        "max_length": max_length, "pad_id": pad_id}
         self.vocab_size, self.eos_id, self.pad_id = vocab_size, eos_id, pad_id
         self.objectives = {"itc": itc, "itm": itm, "lm": lm}
+        self.share_text_encoder = share_text_encoder
         self.encoder = MultimodalTransformer(vocab_size, 2, fusion="cross", **self.config)
         self.image_proj = nn.Linear(d_model, embed_dim)
         self.text_proj = nn.Linear(d_model, embed_dim)
         self.itc_loss = ITCLoss()
-        self.decoder = TransformerDecoder(vocab_size, d_model, num_heads, num_layers, d_ff,
-                                          max_length, cross_attention=True, pad_id=pad_id)
+        self.decoder = None if share_text_encoder else TransformerDecoder(
+            vocab_size, d_model, num_heads, num_layers, d_ff, max_length,
+            cross_attention=True, pad_id=pad_id)
 
     # ------------------------------------------------------------------ the three paths
 
@@ -94,15 +104,28 @@ class VisionLanguagePretrainer(nn.Module):
         _, cls, _ = self.encoder.text(ids, valid)
         return self.text_proj(cls)
 
-    def fuse(self, image_tokens: torch.Tensor, ids: torch.Tensor,
-             valid: torch.Tensor) -> torch.Tensor:
-        """The fused ``[CLS]`` ``(B, d_model)``: text layers interleaved with cross-attention."""
-        x, mask = self.encoder.text.embed(ids), padding_mask(valid)
+    def _fused_tokens(self, image_tokens: torch.Tensor, ids: torch.Tensor,
+                      mask: torch.Tensor) -> torch.Tensor:
+        x = self.encoder.text.embed(ids)
         for layer, block in zip(self.encoder.text.encoder.layers, self.encoder.cross_blocks,
                                 strict=True):
             x, _ = layer(x, mask=mask)
             x, _ = block(x, image_tokens[:, 1:])
-        return self.encoder.text.encoder.final_norm(x)[:, 0]
+        return self.encoder.text.encoder.final_norm(x)
+
+    def fuse(self, image_tokens: torch.Tensor, ids: torch.Tensor,
+             valid: torch.Tensor) -> torch.Tensor:
+        """The fused ``[CLS]`` ``(B, d_model)``: text layers interleaved with cross-attention."""
+        return self._fused_tokens(image_tokens, ids, padding_mask(valid))[:, 0]
+
+    def lm_logits(self, image_tokens: torch.Tensor, ids: torch.Tensor) -> torch.Tensor:
+        """Next-token logits ``(B, L, vocab_size)`` of ``ids`` given the image tokens."""
+        if not self.share_text_encoder:
+            return self.decoder(ids, image_tokens).logits
+        length = ids.shape[1]
+        mask = causal_mask(length, device=ids.device) & padding_mask(ids != self.pad_id)
+        hidden = self._fused_tokens(image_tokens, ids, mask)
+        return hidden @ self.encoder.text.token_embed.weight.T  # tied output layer
 
     def itm_logits(self, image_tokens: torch.Tensor, ids: torch.Tensor,
                    valid: torch.Tensor) -> torch.Tensor:
@@ -140,7 +163,7 @@ class VisionLanguagePretrainer(nn.Module):
                                       exclude, generator)
         if self.objectives["lm"]:
             targets = append_eos(ids, valid, self.eos_id)
-            logits = self.decoder(targets, tokens).logits
+            logits = self.lm_logits(tokens, targets)
             losses["lm"] = lm_loss(logits, targets, pad_id=self.pad_id)
         losses["loss"] = sum(losses.values())
         return losses
@@ -176,8 +199,15 @@ class VisionLanguagePretrainer(nn.Module):
 
     @torch.no_grad()
     def caption_stepper(self, images: torch.Tensor, use_cache: bool = True):  # noqa: ANN201
-        """A :class:`~mmlearn.generation.DecoderStepper` that captions ``images``."""
-        from mmlearn.generation import DecoderStepper  # here: generation imports mmlearn.nn
+        """A stepper (:mod:`mmlearn.generation`) that captions ``images``.
+
+        The separate decoder gets a :class:`~mmlearn.generation.DecoderStepper` (cached
+        unless ``use_cache=False``); the shared text encoder a ``RecomputeStepper``.
+        """
+        from mmlearn.generation import DecoderStepper, RecomputeStepper  # imports mmlearn.nn
 
         tokens, _ = self.encode_image(images)
+        if self.share_text_encoder:  # the encoder has no cache: recompute every step
+            return RecomputeStepper(lambda ids, memory: self.lm_logits(memory, ids),
+                                    memory=tokens)
         return DecoderStepper(self.decoder, tokens, use_cache=use_cache)

@@ -30,6 +30,17 @@ FORMULAS: tuple[Formula, ...] = (
     # --- Chapter 2.2: the Transformer architecture --------------------------------------
     Formula("eq-positional-encoding", "2.2.3", "正弦位置编码 PE(pos, i)",
             "mmlearn.nn.sinusoidal_table"),
+    # --- Chapter 3.1: multimodal Transformer, pretraining and decoding ----------------
+    Formula("eq-itc-loss", "3.1.2", "图文对比损失 L_ITC",
+            "mmlearn.functional.itc_loss"),
+    Formula("eq-itm-loss", "3.1.2", "图文匹配损失 L_ITM",
+            "mmlearn.functional.itm_loss"),
+    Formula("eq-itm-negatives", "3.1.2", "ITM 困难负样本的抽样分布",
+            "mmlearn.functional.itm_hard_negatives"),
+    Formula("eq-lm-loss", "3.1.2", "以图像为条件的语言建模损失 L_LM",
+            "mmlearn.functional.lm_loss"),
+    Formula("eq-kv-cache", "3.1.3", "带键值缓存的第 t 步注意力",
+            "mmlearn.nn.TransformerDecoder"),
     # --- Chapter 3.2: contrastive learning on real photos (3.2.2) ----------------------
     Formula("eq-conse", "3.2.2", "ConSE：前 k 个类别的概率加权词向量",
             "mmlearn.functional.conse_embedding"),

@@ -31,6 +31,7 @@ from mmlearn.functional.transformer import (
     split_heads,
 )
 from mmlearn.functional.vision import conse_embedding, grad_cam
+from mmlearn.functional.vlp import itc_loss, itm_hard_negatives, itm_loss, lm_loss
 
 __all__ = [
     "clip_loss",
@@ -54,4 +55,8 @@ __all__ = [
     "uniform_layer_map",
     "conse_embedding",
     "grad_cam",
+    "itc_loss",
+    "itm_hard_negatives",
+    "itm_loss",
+    "lm_loss",
 ]

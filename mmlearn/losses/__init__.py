@@ -7,6 +7,7 @@ from mmlearn.losses.distillation import (
     FeatureDistillationLoss,
     SoftTargetLoss,
 )
+from mmlearn.losses.vlp import ITCLoss, ITMLoss, LMLoss
 
 __all__ = [
     "ClipLoss",
@@ -17,4 +18,7 @@ __all__ = [
     "DistillationLoss",
     "FeatureDistillationLoss",
     "SoftTargetLoss",
+    "ITCLoss",
+    "ITMLoss",
+    "LMLoss",
 ]

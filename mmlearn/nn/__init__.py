@@ -3,6 +3,7 @@
 from mmlearn.nn.attention import MultiHeadAttention
 from mmlearn.nn.captioner import CaptionDecoderLayer, ImageCaptioner
 from mmlearn.nn.clip import CLIPModel, LiTModel, SmallConvEncoder, make_small_clip
+from mmlearn.nn.decoder import DecoderLayer, DecoderOutput, KVCache, TransformerDecoder
 from mmlearn.nn.feedforward import FeedForward
 from mmlearn.nn.fusion import (
     FUSIONS,
@@ -15,11 +16,16 @@ from mmlearn.nn.positional import PositionalEncoding, sinusoidal_table
 from mmlearn.nn.text import TextTransformer
 from mmlearn.nn.transformer import TransformerEncoder, TransformerEncoderLayer
 from mmlearn.nn.vision import PatchEmbedding, VisionTransformer
+from mmlearn.nn.vlp import VisionLanguagePretrainer, append_eos
 
 __all__ = [
     "CaptionDecoderLayer",
     "ImageCaptioner",
     "CLIPModel",
+    "DecoderLayer",
+    "DecoderOutput",
+    "KVCache",
+    "TransformerDecoder",
     "LiTModel",
     "SmallConvEncoder",
     "make_small_clip",
@@ -36,5 +42,7 @@ __all__ = [
     "TransformerEncoderLayer",
     "UnimodalBaseline",
     "VisionTransformer",
+    "VisionLanguagePretrainer",
+    "append_eos",
     "sinusoidal_table",
 ]

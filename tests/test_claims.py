@@ -50,6 +50,12 @@ ALLOWED: list[tuple[str, str, str]] = [
     ("notebooks/ch07/huggingface_clip.ipynb", r"约 1\.39", "ln 4, the uniform loss"),
     # A fact about reference code (google-research/simclr sums the two directions).
     ("notebooks/ch04/contrastive_math.ipynb", r"SimCLR 的损失是这个公式的 2 倍", "code fact"),
+    # The labelled fractions of the pretrain-then-fine-tune experiment are its settings.
+    ("book/ch03/multimodal_transformer.md", r"1%、10%、100% 的标注", "label fractions"),
+    ("notebooks/ch03/multimodal_pretraining.ipynb",
+     r"1%、10%、100%|^\| (?:1|10|100)%（\d+ 题）|取问答训练集的 1%|(?:1|10|100)% (?:的)?标注"
+     r"|1% 处", "label fractions"),
+    ("notebooks/ch03/multimodal_pretraining.ipynb", r"1/200 = 0\.5%", "chance level of R@1"),
     # A hypothetical gap in an exercise about reading benchmark scores.
     ("book/ch07/datasets.md", r"2 个百分点的差距小于一个标准差", "hypothetical in an exercise"),
 ]

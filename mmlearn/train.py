@@ -34,6 +34,7 @@ import torch.distributed as dist
 from safetensors.torch import save_file
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
+from torch.optim.lr_scheduler import LRScheduler
 from torch.utils.data import DataLoader, DistributedSampler, TensorDataset
 from tqdm.auto import tqdm
 
@@ -50,22 +51,47 @@ __all__ = ["clip_step", "digits_zero_shot_accuracy", "main", "train"]
 Batch = Sequence[torch.Tensor]
 
 
-def _mean_over_ranks(value: float, device: torch.device) -> float:
-    """Average a number over all processes (itself when running alone)."""
+def _mean_over_ranks(value: torch.Tensor) -> float:
+    """Average a scalar tensor over all processes and read it (one host sync)."""
+    _, world_size = rank_and_world_size()
+    total = value.detach().to(torch.float64).reshape(1)
+    if world_size > 1:
+        dist.all_reduce(total)
+    return total.item() / world_size
+
+
+def _check_same_batches(loader: DataLoader, device: torch.device) -> None:
+    """Every rank must take batches of the same size, and as many (the gather needs it)."""
     _, world_size = rank_and_world_size()
     if world_size == 1:
-        return value
-    total = torch.tensor([value], dtype=torch.float64, device=device)
-    dist.all_reduce(total)
-    return total.item() / world_size
+        return
+    mine = torch.tensor([loader.batch_size or -1, len(loader)], device=device)
+    everyone = [torch.empty_like(mine) for _ in range(world_size)]
+    dist.all_gather(everyone, mine)
+    sizes = [tuple(int(v) for v in t.tolist()) for t in everyone]
+    if len(set(sizes)) > 1:
+        raise ValueError(
+            "every process must use the same local batch size and number of batches "
+            f"(the features of all ranks are gathered into one global batch); got (local batch "
+            f"size, batches) per rank: {sizes}. Split the global batch evenly and use "
+            "DistributedSampler with drop_last=True"
+        )
 
 
 def train(model: nn.Module, loader: DataLoader,
           compute_loss: Callable[[nn.Module, Batch], torch.Tensor],
           optimizer: torch.optim.Optimizer, epochs: int,
           eval_fn: Callable[[nn.Module], dict[str, float]] | None = None,
-          progress: bool = True) -> dict[str, list[float]]:
+          progress: bool = True, scheduler: LRScheduler | None = None,
+          after_step: Callable[[], None] | None = None) -> dict[str, list[float]]:
     """Train for ``epochs`` passes over ``loader``; return the history.
+
+    The loop never reads a tensor back to the host inside an epoch: the
+    running loss stays on the device and is read (and averaged over the
+    ranks) once per epoch, so a GPU is never made to wait mid-epoch. After
+    every ``optimizer.step()`` the logit scales of the model are clamped in
+    place (:func:`mmlearn.optim.clamp_logit_scales_`, as open_clip does), then
+    ``scheduler.step()`` and ``after_step()`` are called when given.
 
     Args:
         model: the model (or its ``DistributedDataParallel`` wrapper).
@@ -76,7 +102,11 @@ def train(model: nn.Module, loader: DataLoader,
         epochs: number of passes.
         eval_fn: called after each epoch with the model (in eval mode, without
             gradients); its ``{name: value}`` are appended to the history.
-        progress: show one tqdm bar over all steps (only on rank 0).
+        progress: show one tqdm bar over all steps (only on rank 0); its loss is the
+            previous epoch's mean.
+        scheduler: a learning-rate scheduler stepped after every optimiser step.
+        after_step: called after every step (for example ``loss_fn.clamp_logit_scale_``
+            when a learnable :class:`~mmlearn.losses.ClipLoss` owns the scale).
 
     Returns:
         ``{"loss": [mean training loss of each epoch (averaged over ranks)], **eval values}``.
@@ -88,22 +118,31 @@ def train(model: nn.Module, loader: DataLoader,
                          "data set with drop_last=True?)")
     rank, _ = rank_and_world_size()
     device = next(model.parameters()).device
+    _check_same_batches(loader, device)
+    clampers = [module.clamp_logit_scale_ for module in model.modules()
+                if callable(getattr(module, "clamp_logit_scale_", None))]
     history: dict[str, list[float]] = {"loss": []}
     bar = tqdm(total=epochs * len(loader), disable=not progress or rank != 0, desc="train")
     for epoch in range(epochs):
         if isinstance(loader.sampler, DistributedSampler):
             loader.sampler.set_epoch(epoch)
         model.train()
-        total = 0.0
+        total = torch.zeros((), dtype=torch.float64, device=device)
         for batch in loader:
             loss = compute_loss(model, batch)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
-            total += loss.item()
+            for clamp in clampers:  # clamp_logit_scales_(model), without the module walk
+                clamp()
+            if scheduler is not None:
+                scheduler.step()
+            if after_step is not None:
+                after_step()
+            total += loss.detach()
             bar.update()
-            bar.set_postfix(epoch=epoch + 1, loss=f"{loss.item():.4f}")
-        history["loss"].append(_mean_over_ranks(total / len(loader), device))
+        history["loss"].append(_mean_over_ranks(total / len(loader)))
+        bar.set_postfix(epoch=epoch + 1, loss=f"{history['loss'][-1]:.4f}")
         if eval_fn is not None:
             model.eval()
             with torch.no_grad():
@@ -139,15 +178,19 @@ def digits_zero_shot_accuracy(model: CLIPModel, tokenizer: WordTokenizer, split:
 
 
 def _digits_loader(split: DigitsSplit, tokenizer: WordTokenizer, local_batch: int,
-                   seed: int, world_size: int) -> DataLoader:
-    """Pre-tokenised ``(images, ids, valid)`` batches; a DistributedSampler when N > 1."""
+                   seed: int, rank: int, world_size: int) -> DataLoader:
+    """Pre-tokenised ``(images, ids, valid)`` batches of this rank.
+
+    The same :class:`DistributedSampler` for one process and for N: each epoch
+    it shuffles the indices with ``seed + epoch`` and rank r takes every N-th
+    one from position r. So the k-th global batch (the union of the ranks'
+    k-th local batches) holds the same samples whatever N is, and N
+    processes train exactly the recipe of one.
+    """
     ids, valid = tokenizer.encode(split.captions_en)
     dataset = TensorDataset(split.images, ids, valid)
-    generator = torch.Generator().manual_seed(seed)
-    if world_size == 1:
-        return DataLoader(dataset, batch_size=local_batch, shuffle=True, drop_last=True,
-                          generator=generator)
-    sampler = DistributedSampler(dataset, shuffle=True, seed=seed, drop_last=True)
+    sampler = DistributedSampler(dataset, num_replicas=world_size, rank=rank, shuffle=True,
+                                 seed=seed, drop_last=True)
     return DataLoader(dataset, batch_size=local_batch, sampler=sampler, drop_last=True)
 
 
@@ -183,7 +226,7 @@ def run_clip(args: argparse.Namespace) -> dict:
     prompts = [p for digit in range(10) for p in prompts_en(digit)]
     tokenizer = WordTokenizer.from_texts(data["train"].captions_en + prompts)
     loader = _digits_loader(data["train"], tokenizer, args.batch_size // world_size,
-                            args.seed, world_size)
+                            args.seed, rank, world_size)
     max_length = tokenizer.encode(data["train"].captions_en + prompts)[0].shape[1]
     model = make_small_clip(len(tokenizer), max_length, embed_dim=args.embed_dim).to(device)
     trained = model

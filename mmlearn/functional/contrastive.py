@@ -6,8 +6,14 @@
 * :func:`nt_xent`: SimCLR's NT-Xent loss over 2N augmented views, {eq}`eq-nt-xent`.
 
 All of them are a softmax cross-entropy over similarity scores, written with
-``logsumexp`` / ``F.cross_entropy`` so that scores of size 1e4 and bfloat16
-inputs stay finite. Features are rows: ``(N, D)`` means N samples of width D.
+``logsumexp`` / ``F.cross_entropy`` so that scores of size 1e4 stay finite.
+The scores are formed in the input's dtype (a bfloat16 matrix product runs
+on the fast units); the softmax and the cross-entropy run in float32 (or
+float64 for float64 inputs) and the loss is returned in the input's dtype.
+Features are rows: ``(N, D)`` means N samples of width D.
+
+No function reads a tensor's value back to the host (no GPU sync, no graph
+break under ``torch.compile``) unless :func:`mmlearn.set_debug` is on.
 """
 
 from __future__ import annotations
@@ -15,7 +21,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from mmlearn._checks import check_positive, check_same_size, check_tensor
+from mmlearn._checks import check_positive, check_same_size, check_tensor, debug_enabled
 
 Scalar = float | torch.Tensor
 
@@ -50,9 +56,14 @@ def _check_scalar(name: str, value: Scalar) -> None:
 
 
 def _check_logit_scale(logit_scale: Scalar) -> None:
-    """An exponentiated logit scale: a non-negative finite scalar."""
+    """An exponentiated logit scale: a non-negative finite scalar (a tensor's value: debug only)."""
     _check_scalar("logit_scale", logit_scale)
-    scale = float(logit_scale.detach()) if isinstance(logit_scale, torch.Tensor) else logit_scale
+    if isinstance(logit_scale, torch.Tensor):
+        if not debug_enabled():
+            return
+        scale = float(logit_scale.detach().reshape(-1)[0])
+    else:
+        scale = logit_scale
     if not 0.0 <= scale < float("inf"):
         raise ValueError(f"logit_scale must be a non-negative finite number, got {logit_scale!r}")
 
@@ -68,6 +79,11 @@ def _check_negatives(negatives: torch.Tensor, anchor: torch.Tensor) -> None:
     if negatives.dtype != anchor.dtype:
         raise TypeError(f"negatives ({negatives.dtype}) must have the dtype of anchor "
                         f"({anchor.dtype})")
+
+
+def _wide(logits: torch.Tensor) -> torch.Tensor:
+    """``logits`` in at least float32, where softmax and cross-entropy are computed."""
+    return logits.to(torch.promote_types(logits.dtype, torch.float32))
 
 
 def info_nce(anchor: torch.Tensor, positive: torch.Tensor, negatives: torch.Tensor | None = None,
@@ -97,17 +113,17 @@ def info_nce(anchor: torch.Tensor, positive: torch.Tensor, negatives: torch.Tens
     _check_scalar("temperature", temperature)
     check_positive("temperature", temperature)
     if negatives is None:
-        logits = anchor @ positive.T / temperature
+        logits = _wide(anchor @ positive.T) / temperature
         labels = torch.arange(anchor.shape[0], device=logits.device)
-        return F.cross_entropy(logits, labels, reduction="none")
+        return F.cross_entropy(logits, labels, reduction="none").to(anchor.dtype)
     _check_negatives(negatives, anchor)
     positive_score = (anchor * positive).sum(dim=-1, keepdim=True)
     if negatives.dim() == 3:
         negative_scores = torch.einsum("nd,nkd->nk", anchor, negatives)
     else:
         negative_scores = anchor @ negatives.T
-    logits = torch.cat([positive_score, negative_scores], dim=1) / temperature
-    return torch.logsumexp(logits, dim=1) - logits[:, 0]
+    logits = _wide(torch.cat([positive_score, negative_scores], dim=1)) / temperature
+    return (torch.logsumexp(logits, dim=1) - logits[:, 0]).to(anchor.dtype)
 
 
 def contrastive_objective(anchor: torch.Tensor, positive: torch.Tensor,
@@ -142,11 +158,11 @@ def clip_loss(image_features: torch.Tensor, text_features: torch.Tensor,
     """
     _check_pair("image_features", image_features, "text_features", text_features)
     _check_logit_scale(logit_scale)
-    logits_per_image = logit_scale * image_features @ text_features.T
+    logits_per_image = logit_scale * _wide(image_features @ text_features.T)
     labels = torch.arange(image_features.shape[0], device=logits_per_image.device)
     image_to_text = F.cross_entropy(logits_per_image, labels)
     text_to_image = F.cross_entropy(logits_per_image.T, labels)
-    return (image_to_text + text_to_image) / 2
+    return ((image_to_text + text_to_image) / 2).to(image_features.dtype)
 
 
 def nt_xent(z1: torch.Tensor, z2: torch.Tensor, temperature: Scalar) -> torch.Tensor:
@@ -174,9 +190,9 @@ def nt_xent(z1: torch.Tensor, z2: torch.Tensor, temperature: Scalar) -> torch.Te
     _check_scalar("temperature", temperature)
     check_positive("temperature", temperature)
     n = z1.shape[0]
-    z = F.normalize(torch.cat([z1, z2], dim=0), dim=1)
+    z = F.normalize(_wide(torch.cat([z1, z2], dim=0)), dim=1)
     logits = z @ z.T / temperature
     self_pairs = torch.eye(2 * n, dtype=torch.bool, device=logits.device)
     logits = logits.masked_fill(self_pairs, float("-inf"))
     partner = torch.arange(2 * n, device=logits.device).roll(n)
-    return F.cross_entropy(logits, partner)
+    return F.cross_entropy(logits, partner).to(z1.dtype)

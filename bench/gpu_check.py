@@ -45,10 +45,14 @@ def describe(device: torch.device) -> str:
     """One line about the machine; it starts with "no GPU" when there is none."""
     if device.type == "cuda":
         props = torch.cuda.get_device_properties(device)
-        return (f"GPU: {props.name}, {props.total_memory / 2**30:.0f} GiB, torch "
-                f"{torch.__version__}, CUDA {torch.version.cuda}")
-    return (f"no GPU: torch {torch.__version__} sees no CUDA device; running the CPU part "
-            f"only ({torch.get_num_threads()} threads). Run this again on a GPU machine.")
+        return (
+            f"GPU: {props.name}, {props.total_memory / 2**30:.0f} GiB, torch "
+            f"{torch.__version__}, CUDA {torch.version.cuda}"
+        )
+    return (
+        f"no GPU: torch {torch.__version__} sees no CUDA device; running the CPU part "
+        f"only ({torch.get_num_threads()} threads). Run this again on a GPU machine."
+    )
 
 
 def run_tests(device: torch.device) -> int:
@@ -74,42 +78,53 @@ def peak_mib(step: Callable[[], None], device: torch.device) -> float:
     return (torch.cuda.max_memory_allocated(device) - start) / 2**20
 
 
-def steps_at(length: int, batch: int, d_model: int, heads: int, device: torch.device,
-             dtype: torch.dtype) -> dict[str, Callable[[], None]]:
+def steps_at(
+    length: int, batch: int, d_model: int, heads: int, device: torch.device, dtype: torch.dtype
+) -> dict[str, Callable[[], None]]:
     """The five variants of ``bench/attention.py`` at one sequence length."""
     x = torch.randn(batch, length, d_model, device=device, dtype=dtype)
     theirs = nn.MultiheadAttention(d_model, heads, batch_first=True, device=device, dtype=dtype)
     fused = MultiHeadAttention(d_model, heads, fused=True).to(device, dtype)
     explicit = MultiHeadAttention(d_model, heads, fused=False).to(device, dtype)
     shape = (batch, heads, length, d_model // heads)
-    q, k, v = (torch.randn(shape, device=device, dtype=dtype, requires_grad=True)
-               for _ in range(3))
-    return {"torch MHA": module_step(theirs, x), "fused": module_step(fused, x),
-            "explicit": module_step(explicit, x),
-            "SDPA": function_step(torch.nn.functional.scaled_dot_product_attention, q, k, v),
-            "functional": function_step(attention, q, k, v)}
+    q, k, v = (torch.randn(shape, device=device, dtype=dtype, requires_grad=True) for _ in range(3))
+    return {
+        "torch MHA": module_step(theirs, x),
+        "fused": module_step(fused, x),
+        "explicit": module_step(explicit, x),
+        "SDPA": function_step(torch.nn.functional.scaled_dot_product_attention, q, k, v),
+        "functional": function_step(attention, q, k, v),
+    }
 
 
-def bench(lengths: list[int], device: torch.device, dtype: torch.dtype, batch: int,
-          min_run_time: float) -> None:
-    print(f"\nattention forward+backward on {device} ({dtype}), B={batch}, d_model=256, h=8: "
-          "median ms per step (ratio to PyTorch's counterpart) and peak MiB")
-    header = (f"{'L':>6} | {'torch MHA':>9} {'fused':>13} {'explicit':>13} | {'SDPA':>9} "
-              f"{'functional':>13} | {'MiB MHA':>8} {'fused':>8} {'explicit':>9} "
-              f"{'SDPA':>8} {'functional':>10}")
+def bench(
+    lengths: list[int], device: torch.device, dtype: torch.dtype, batch: int, min_run_time: float
+) -> None:
+    print(
+        f"\nattention forward+backward on {device} ({dtype}), B={batch}, d_model=256, h=8: "
+        "median ms per step (ratio to PyTorch's counterpart) and peak MiB"
+    )
+    header = (
+        f"{'L':>6} | {'torch MHA':>9} {'fused':>13} {'explicit':>13} | {'SDPA':>9} "
+        f"{'functional':>13} | {'MiB MHA':>8} {'fused':>8} {'explicit':>9} "
+        f"{'SDPA':>8} {'functional':>10}"
+    )
     print(header)
     print("-" * len(header))
     for length in lengths:
         steps = steps_at(length, batch, 256, 8, device, dtype)
         ms = {name: median_ms(step, min_run_time) for name, step in steps.items()}
         mib = {name: peak_mib(step, device) for name, step in steps.items()}
-        print(f"{length:>6} | {ms['torch MHA']:>9.3f} "
-              f"{ms['fused']:>7.3f} ({ms['fused'] / ms['torch MHA']:.2f}) "
-              f"{ms['explicit']:>7.3f} ({ms['explicit'] / ms['torch MHA']:.2f}) | "
-              f"{ms['SDPA']:>9.3f} {ms['functional']:>7.3f} "
-              f"({ms['functional'] / ms['SDPA']:.2f}) | {mib['torch MHA']:>8.1f} "
-              f"{mib['fused']:>8.1f} {mib['explicit']:>9.1f} {mib['SDPA']:>8.1f} "
-              f"{mib['functional']:>10.1f}", flush=True)
+        print(
+            f"{length:>6} | {ms['torch MHA']:>9.3f} "
+            f"{ms['fused']:>7.3f} ({ms['fused'] / ms['torch MHA']:.2f}) "
+            f"{ms['explicit']:>7.3f} ({ms['explicit'] / ms['torch MHA']:.2f}) | "
+            f"{ms['SDPA']:>9.3f} {ms['functional']:>7.3f} "
+            f"({ms['functional'] / ms['SDPA']:.2f}) | {mib['torch MHA']:>8.1f} "
+            f"{mib['fused']:>8.1f} {mib['explicit']:>9.1f} {mib['SDPA']:>8.1f} "
+            f"{mib['functional']:>10.1f}",
+            flush=True,
+        )
         del steps
         if device.type == "cuda":
             torch.cuda.empty_cache()
@@ -118,8 +133,13 @@ def bench(lengths: list[int], device: torch.device, dtype: torch.dtype, batch: i
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--skip-tests", action="store_true", help="only the timings")
-    parser.add_argument("--lengths", type=int, nargs="+", default=None,
-                        help="sequence lengths (default: 256 ... 8192 on a GPU, 64 128 on a CPU)")
+    parser.add_argument(
+        "--lengths",
+        type=int,
+        nargs="+",
+        default=None,
+        help="sequence lengths (default: 256 ... 8192 on a GPU, 64 128 on a CPU)",
+    )
     args = parser.parse_args(argv)
     start = time.perf_counter()
     device = torch.device("cuda") if torch.cuda.is_available() else torch.device("cpu")
@@ -133,8 +153,10 @@ def main(argv: list[str] | None = None) -> int:
             bench(lengths, device, torch.bfloat16, batch=8, min_run_time=0.2)
     else:
         bench(args.lengths or [64, 128], device, torch.float32, batch=2, min_run_time=0.1)
-    print(f"\ntests: {'passed' if status == 0 else f'FAILED (pytest exit {status})'}; "
-          f"total {time.perf_counter() - start:.0f} s")
+    print(
+        f"\ntests: {'passed' if status == 0 else f'FAILED (pytest exit {status})'}; "
+        f"total {time.perf_counter() - start:.0f} s"
+    )
     return status
 
 

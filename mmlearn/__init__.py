@@ -17,5 +17,12 @@ from mmlearn.utils import get_device, seed_everything  # noqa: E402
 
 __version__ = "0.1.0"
 
-__all__ = ["clamp_logit_scales_", "debug_enabled", "get_device", "param_groups",
-           "seed_everything", "set_debug", "__version__"]
+__all__ = [
+    "clamp_logit_scales_",
+    "debug_enabled",
+    "get_device",
+    "param_groups",
+    "seed_everything",
+    "set_debug",
+    "__version__",
+]

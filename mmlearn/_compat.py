@@ -33,8 +33,10 @@ def parse_version(version: str) -> tuple[int, int]:
 def require(torch_version: str, python_version: tuple[int, ...] = sys.version_info[:2]) -> None:
     """Raise ``ImportError`` when Python or PyTorch is older than the floors above."""
     if tuple(python_version[:2]) < MIN_PYTHON:
-        raise ImportError(f"mmlearn needs Python >= {'.'.join(map(str, MIN_PYTHON))}, "
-                          f"this is {'.'.join(map(str, python_version))}")
+        raise ImportError(
+            f"mmlearn needs Python >= {'.'.join(map(str, MIN_PYTHON))}, "
+            f"this is {'.'.join(map(str, python_version))}"
+        )
     if parse_version(torch_version) < MIN_TORCH:
         raise ImportError(
             f"mmlearn needs torch >= {'.'.join(map(str, MIN_TORCH))} (CPU AdamW(fused=True) "

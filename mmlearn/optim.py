@@ -30,8 +30,9 @@ from torch import nn
 
 __all__ = ["clamp_logit_scales_", "no_decay", "param_groups"]
 
-NORM_LAYERS = (nn.modules.batchnorm._NormBase, nn.LayerNorm, nn.GroupNorm,
-               nn.LocalResponseNorm) + ((nn.RMSNorm,) if hasattr(nn, "RMSNorm") else ())
+NORM_LAYERS = (nn.modules.batchnorm._NormBase, nn.LayerNorm, nn.GroupNorm, nn.LocalResponseNorm) + (
+    (nn.RMSNorm,) if hasattr(nn, "RMSNorm") else ()
+)
 NO_DECAY_NAMES = ("logit_scale", "logit_bias", "gate", "temperature")
 
 
@@ -60,8 +61,11 @@ def param_groups(model: nn.Module, weight_decay: float) -> list[dict]:
     """
     if not isinstance(model, nn.Module):
         raise TypeError(f"model must be an nn.Module, got {type(model).__name__}")
-    if isinstance(weight_decay, bool) or not isinstance(weight_decay, int | float) or not (
-            0.0 <= weight_decay < math.inf):
+    if (
+        isinstance(weight_decay, bool)
+        or not isinstance(weight_decay, int | float)
+        or not (0.0 <= weight_decay < math.inf)
+    ):
         raise ValueError(f"weight_decay must be a non-negative number, got {weight_decay!r}")
     decay: dict[str, list] = {"params": [], "names": []}
     keep: dict[str, list] = {"params": [], "names": []}

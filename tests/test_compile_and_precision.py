@@ -85,8 +85,7 @@ def test_multi_head_attention_compiles_without_graph_breaks():
 def test_clip_loss_and_clip_loss_module_compile_without_graph_breaks(generator):
     images, texts = _features(generator)
     scale = torch.tensor(math.log(1 / 0.07), requires_grad=True)
-    _assert_same_value_and_gradients(lambda i, t, s: clip_loss(i, t, s.exp()),
-                                     images, texts, scale)
+    _assert_same_value_and_gradients(lambda i, t, s: clip_loss(i, t, s.exp()), images, texts, scale)
     owner = ClipLoss()
     _assert_same_value_and_gradients(owner, images, texts)
     fixed = ClipLoss(learnable=False)
@@ -98,22 +97,25 @@ def test_distillation_losses_compile_without_graph_breaks(generator):
     teacher = torch.randn(8, 5, generator=generator)
     labels = torch.randint(0, 5, (8,), generator=generator)
     _assert_same_value_and_gradients(
-        lambda s: distillation_loss(s, teacher, labels, 2.0, 0.5), student)
-    _assert_same_value_and_gradients(DistillationLoss(4.0, 0.9).forward,
-                                     student, teacher, labels)
+        lambda s: distillation_loss(s, teacher, labels, 2.0, 0.5), student
+    )
+    _assert_same_value_and_gradients(DistillationLoss(4.0, 0.9).forward, student, teacher, labels)
     scores = torch.randn(2, 2, 3, 3, generator=generator, requires_grad=True)
     _assert_same_value_and_gradients(
-        lambda s: attention_distillation_loss([s], [s.detach() + 1], kind="scores"), scores)
+        lambda s: attention_distillation_loss([s], [s.detach() + 1], kind="scores"), scores
+    )
     hidden = torch.randn(2, 3, 4, generator=generator, requires_grad=True)
     mask = torch.tensor([[True, True, False], [True, False, False]])
     _assert_same_value_and_gradients(
-        lambda h: feature_distillation_loss(h, h.detach() + 1, mask=mask), hidden)
+        lambda h: feature_distillation_loss(h, h.detach() + 1, mask=mask), hidden
+    )
 
 
 def test_the_other_contrastive_losses_compile_without_graph_breaks(generator):
     images, texts = _features(generator)
-    _assert_same_value_and_gradients(lambda a, p: info_nce(a, p, temperature=0.1).mean(),
-                                     images, texts)
+    _assert_same_value_and_gradients(
+        lambda a, p: info_nce(a, p, temperature=0.1).mean(), images, texts
+    )
     _assert_same_value_and_gradients(lambda a, b: nt_xent(a, b, 0.5), images, texts)
 
 
@@ -124,8 +126,9 @@ def test_value_checks_run_only_in_debug_mode(generator, debug_mode):
     with pytest.raises(ValueError, match="labels"):
         distillation_loss(student, student, bad_labels, 2.0, 0.5)
     with pytest.raises(ValueError, match="no position"):
-        feature_distillation_loss(torch.randn(2, 3, 4), torch.randn(2, 3, 4),
-                                  mask=torch.zeros(2, 3, dtype=torch.bool))
+        feature_distillation_loss(
+            torch.randn(2, 3, 4), torch.randn(2, 3, 4), mask=torch.zeros(2, 3, dtype=torch.bool)
+        )
     with pytest.raises(ValueError, match="temperature"):
         info_nce(student, student, temperature=torch.tensor(-1.0))
     with pytest.raises(ValueError, match="logit_scale"):
@@ -136,8 +139,9 @@ def test_value_checks_run_only_in_debug_mode(generator, debug_mode):
 
 def test_without_debug_mode_value_checks_are_skipped(generator):
     """The price of speed: an empty mask gives NaN instead of an error (documented)."""
-    loss = feature_distillation_loss(torch.randn(2, 3, 4), torch.randn(2, 3, 4),
-                                     mask=torch.zeros(2, 3, dtype=torch.bool))
+    loss = feature_distillation_loss(
+        torch.randn(2, 3, 4), torch.randn(2, 3, 4), mask=torch.zeros(2, 3, dtype=torch.bool)
+    )
     assert torch.isnan(loss)
     student = torch.randn(4, 3, generator=generator)
     assert torch.isfinite(clip_loss(student, student, torch.tensor(-1.0)))
@@ -184,8 +188,11 @@ def test_bfloat16_kl_inside_the_loss_is_within_1e_3_of_float64(generator):
     expected = kd_kl_divergence(student.double(), teacher.double(), 2.0)
     torch.testing.assert_close(internal.double(), expected, rtol=1e-3, atol=0)
     naive_teacher = F.log_softmax(teacher / 2.0, dim=-1)
-    naive = (naive_teacher.exp() * (naive_teacher - F.log_softmax(student / 2.0, dim=-1))
-             ).sum(-1).mean()
+    naive = (
+        (naive_teacher.exp() * (naive_teacher - F.log_softmax(student / 2.0, dim=-1)))
+        .sum(-1)
+        .mean()
+    )
     assert abs(naive.double() - expected) / expected > 0.1  # what bfloat16 alone gives
 
 

@@ -31,9 +31,10 @@ from mmlearn import nn as mnn
 from mmlearn.losses import ClipLoss, DistillationLoss, InfoNCELoss, NTXentLoss
 
 TARGET = os.environ.get("MMLEARN_TEST_DEVICE", "cuda")
-pytestmark = pytest.mark.skipif(TARGET == "cuda" and not torch.cuda.is_available(),
-                                reason="no CUDA device (set MMLEARN_TEST_DEVICE=cpu to run "
-                                       "the harness on the CPU)")
+pytestmark = pytest.mark.skipif(
+    TARGET == "cuda" and not torch.cuda.is_available(),
+    reason="no CUDA device (set MMLEARN_TEST_DEVICE=cpu to run the harness on the CPU)",
+)
 
 
 @pytest.fixture(autouse=True)
@@ -62,7 +63,7 @@ def _unit(*shape, seed=0) -> torch.Tensor:
 
 def _ids(batch: int, length: int, vocab: int, seed: int = 0) -> torch.Tensor:
     ids = torch.randint(1, vocab, (batch, length), generator=_gen(seed))
-    ids[0, length // 2:] = 0  # padding in the first row
+    ids[0, length // 2 :] = 0  # padding in the first row
     return ids
 
 
@@ -76,37 +77,77 @@ def _to(value, device):
 
 # name: (function of the inputs, CPU inputs). Modules are built once, on the CPU, and copied.
 FUNCTIONS: dict[str, tuple[Callable, tuple]] = {
-    "attention": (lambda q, k, v, m: MF.attention(q, k, v, m),
-                  (_randn(2, 3, 5, 8), _randn(2, 3, 6, 8, seed=1), _randn(2, 3, 6, 4, seed=2),
-                   torch.ones(5, 6, dtype=torch.bool).tril())),
+    "attention": (
+        lambda q, k, v, m: MF.attention(q, k, v, m),
+        (
+            _randn(2, 3, 5, 8),
+            _randn(2, 3, 6, 8, seed=1),
+            _randn(2, 3, 6, 4, seed=2),
+            torch.ones(5, 6, dtype=torch.bool).tril(),
+        ),
+    ),
     "multi_head_attention": (
         lambda x, wq, wk, wv, wo: MF.multi_head_attention(x, x, x, wq, wk, wv, wo, 4),
-        (_randn(2, 5, 16), _randn(16, 16, seed=1), _randn(16, 16, seed=2),
-         _randn(16, 16, seed=3), _randn(16, 16, seed=4))),
-    "feed_forward": (MF.feed_forward, (_randn(2, 5, 8), _randn(8, 32, seed=1), _randn(32, seed=2),
-                                       _randn(32, 8, seed=3), _randn(8, seed=4))),
-    "info_nce": (lambda a, p, n: MF.info_nce(a, p, n, 0.1),
-                 (_unit(6, 8), _unit(6, 8, seed=1), _unit(6, 5, 8, seed=2))),
-    "contrastive_objective": (lambda a, p: MF.contrastive_objective(a, p, temperature=0.1),
-                              (_unit(6, 8), _unit(6, 8, seed=1))),
-    "clip_loss": (lambda i, t: MF.clip_loss(i, t, torch.tensor(1 / 0.07, device=i.device)),
-                  (_unit(6, 8), _unit(6, 8, seed=1))),
+        (
+            _randn(2, 5, 16),
+            _randn(16, 16, seed=1),
+            _randn(16, 16, seed=2),
+            _randn(16, 16, seed=3),
+            _randn(16, 16, seed=4),
+        ),
+    ),
+    "feed_forward": (
+        MF.feed_forward,
+        (
+            _randn(2, 5, 8),
+            _randn(8, 32, seed=1),
+            _randn(32, seed=2),
+            _randn(32, 8, seed=3),
+            _randn(8, seed=4),
+        ),
+    ),
+    "info_nce": (
+        lambda a, p, n: MF.info_nce(a, p, n, 0.1),
+        (_unit(6, 8), _unit(6, 8, seed=1), _unit(6, 5, 8, seed=2)),
+    ),
+    "contrastive_objective": (
+        lambda a, p: MF.contrastive_objective(a, p, temperature=0.1),
+        (_unit(6, 8), _unit(6, 8, seed=1)),
+    ),
+    "clip_loss": (
+        lambda i, t: MF.clip_loss(i, t, torch.tensor(1 / 0.07, device=i.device)),
+        (_unit(6, 8), _unit(6, 8, seed=1)),
+    ),
     "nt_xent": (lambda a, b: MF.nt_xent(a, b, 0.5), (_randn(6, 8), _randn(6, 8, seed=1))),
-    "soft_target_loss": (lambda s, t: MF.soft_target_loss(s, t, 2.0),
-                         (_randn(8, 10), _randn(8, 10, seed=1))),
-    "kd_kl_divergence": (lambda s, t: MF.kd_kl_divergence(s, t, 2.0),
-                         (_randn(8, 10), _randn(8, 10, seed=1))),
-    "distillation_loss": (lambda s, t, y: MF.distillation_loss(s, t, y, 4.0, 0.9),
-                          (_randn(8, 10), _randn(8, 10, seed=1),
-                           torch.randint(0, 10, (8,), generator=_gen()))),
+    "soft_target_loss": (
+        lambda s, t: MF.soft_target_loss(s, t, 2.0),
+        (_randn(8, 10), _randn(8, 10, seed=1)),
+    ),
+    "kd_kl_divergence": (
+        lambda s, t: MF.kd_kl_divergence(s, t, 2.0),
+        (_randn(8, 10), _randn(8, 10, seed=1)),
+    ),
+    "distillation_loss": (
+        lambda s, t, y: MF.distillation_loss(s, t, y, 4.0, 0.9),
+        (_randn(8, 10), _randn(8, 10, seed=1), torch.randint(0, 10, (8,), generator=_gen())),
+    ),
     "attention_distillation_loss": (
         lambda s, t, m: MF.attention_distillation_loss([s], [t], kind="scores", mask=m),
-        (_randn(2, 2, 4, 4), _randn(2, 2, 4, 4, seed=1),
-         torch.tensor([[1, 1, 1, 0], [1, 1, 0, 0]], dtype=torch.bool)[:, None, None, :])),
+        (
+            _randn(2, 2, 4, 4),
+            _randn(2, 2, 4, 4, seed=1),
+            torch.tensor([[1, 1, 1, 0], [1, 1, 0, 0]], dtype=torch.bool)[:, None, None, :],
+        ),
+    ),
     "feature_distillation_loss": (
         lambda s, t, w, m: MF.feature_distillation_loss(s, t, weight=w, mask=m),
-        (_randn(2, 5, 8), _randn(2, 5, 12, seed=1), _randn(8, 12, seed=2),
-         torch.tensor([[1, 1, 1, 0, 0], [1, 1, 1, 1, 1]], dtype=torch.bool))),
+        (
+            _randn(2, 5, 8),
+            _randn(2, 5, 12, seed=1),
+            _randn(8, 12, seed=2),
+            torch.tensor([[1, 1, 1, 0, 0], [1, 1, 1, 1, 1]], dtype=torch.bool),
+        ),
+    ),
 }
 
 
@@ -121,36 +162,69 @@ def _modules() -> dict[str, tuple[torch.nn.Module, Callable, tuple]]:
     images = torch.rand(2, 3, 32, 32, generator=_gen())
     ids = _ids(2, 6, 20)
     return {
-        "MultiHeadAttention": (mnn.MultiHeadAttention(16, 4), lambda m, x: m(x, x, x)[0],
-                               (_randn(2, 5, 16),)),
-        "MultiHeadAttention explicit": (mnn.MultiHeadAttention(16, 4, fused=False),
-                                        lambda m, x: m(x, x, x, need_weights=True)[1],
-                                        (_randn(2, 5, 16),)),
+        "MultiHeadAttention": (
+            mnn.MultiHeadAttention(16, 4),
+            lambda m, x: m(x, x, x)[0],
+            (_randn(2, 5, 16),),
+        ),
+        "MultiHeadAttention explicit": (
+            mnn.MultiHeadAttention(16, 4, fused=False),
+            lambda m, x: m(x, x, x, need_weights=True)[1],
+            (_randn(2, 5, 16),),
+        ),
         "FeedForward": (mnn.FeedForward(16, 32), lambda m, x: m(x), (_randn(2, 5, 16),)),
         "PositionalEncoding": (mnn.PositionalEncoding(16), lambda m, x: m(x), (_randn(2, 5, 16),)),
         "TransformerEncoder": (mnn.TransformerEncoder(16, 4, 32, 2), first, (_randn(2, 5, 16),)),
         "VisionTransformer": (mnn.VisionTransformer(32, 8, 3, 16, 4, 1, 32), first, (images,)),
         "TextTransformer": (mnn.TextTransformer(20, 16, 4, 1, 32, 6), first, (ids,)),
-        "SmallConvEncoder": (mnn.SmallConvEncoder(1, 8, 16), lambda m, x: m(x),
-                             (torch.rand(2, 1, 8, 8, generator=_gen()),)),
-        "CLIPModel": (mnn.make_small_clip(20, 6, num_layers=1), lambda m, x, i: m(x, i)[1],
-                      (torch.rand(2, 1, 8, 8, generator=_gen()), ids)),
-        "MultimodalTransformer": (mnn.MultimodalTransformer(20, 3, d_model=16, num_heads=2,
-                                                            num_layers=1, d_ff=32,
-                                                            max_length=6, gated=True),
-                                  first, (images, ids)),
-        "UnimodalBaseline": (mnn.UnimodalBaseline(20, 3, d_model=16, num_heads=2, num_layers=1,
-                                                  d_ff=32, max_length=6), first, (images, ids)),
-        "ImageCaptioner": (mnn.ImageCaptioner(20, bos_id=1, eos_id=2, d_model=16, num_heads=2,
-                                              num_layers=1, d_ff=32, max_length=6),
-                           first, (images, ids)),
+        "SmallConvEncoder": (
+            mnn.SmallConvEncoder(1, 8, 16),
+            lambda m, x: m(x),
+            (torch.rand(2, 1, 8, 8, generator=_gen()),),
+        ),
+        "CLIPModel": (
+            mnn.make_small_clip(20, 6, num_layers=1),
+            lambda m, x, i: m(x, i)[1],
+            (torch.rand(2, 1, 8, 8, generator=_gen()), ids),
+        ),
+        "MultimodalTransformer": (
+            mnn.MultimodalTransformer(
+                20, 3, d_model=16, num_heads=2, num_layers=1, d_ff=32, max_length=6, gated=True
+            ),
+            first,
+            (images, ids),
+        ),
+        "UnimodalBaseline": (
+            mnn.UnimodalBaseline(
+                20, 3, d_model=16, num_heads=2, num_layers=1, d_ff=32, max_length=6
+            ),
+            first,
+            (images, ids),
+        ),
+        "ImageCaptioner": (
+            mnn.ImageCaptioner(
+                20, bos_id=1, eos_id=2, d_model=16, num_heads=2, num_layers=1, d_ff=32, max_length=6
+            ),
+            first,
+            (images, ids),
+        ),
     }
 
 
-MODULE_NAMES = ["MultiHeadAttention", "MultiHeadAttention explicit", "FeedForward",
-                "PositionalEncoding", "TransformerEncoder", "VisionTransformer",
-                "TextTransformer", "SmallConvEncoder", "CLIPModel", "MultimodalTransformer",
-                "UnimodalBaseline", "ImageCaptioner"]
+MODULE_NAMES = [
+    "MultiHeadAttention",
+    "MultiHeadAttention explicit",
+    "FeedForward",
+    "PositionalEncoding",
+    "TransformerEncoder",
+    "VisionTransformer",
+    "TextTransformer",
+    "SmallConvEncoder",
+    "CLIPModel",
+    "MultimodalTransformer",
+    "UnimodalBaseline",
+    "ImageCaptioner",
+]
 
 
 @pytest.fixture(scope="module")
@@ -172,8 +246,9 @@ def test_function_on_the_device_matches_the_cpu(name):
     function, inputs = FUNCTIONS[name]
     expected = function(*inputs)
     got = function(*_to(inputs, TARGET))
-    for cpu_out, device_out in zip(torch.utils._pytree.tree_leaves(expected),
-                                   torch.utils._pytree.tree_leaves(got), strict=True):
+    for cpu_out, device_out in zip(
+        torch.utils._pytree.tree_leaves(expected), torch.utils._pytree.tree_leaves(got), strict=True
+    ):
         _check_parity(cpu_out, device_out)
 
 
@@ -207,11 +282,13 @@ def test_losses_make_no_host_sync_on_the_gpu():
     torch.cuda.set_sync_debug_mode("error")
     try:
         losses = [
-            MF.clip_loss(images, texts, scale), owner(images, texts),
+            MF.clip_loss(images, texts, scale),
+            owner(images, texts),
             ClipLoss(learnable=False).cuda()(images, texts, scale),
             MF.distillation_loss(student, teacher, labels, 4.0, 0.9),
             DistillationLoss(4.0, 0.9)(student, teacher, labels),
-            InfoNCELoss(0.1)(images, texts), NTXentLoss(0.5)(images, texts),
+            InfoNCELoss(0.1)(images, texts),
+            NTXentLoss(0.5)(images, texts),
             MF.feature_distillation_loss(hidden, hidden + 1, mask=mask),
             attention(hidden, hidden, hidden, mask=mask[:, None, None, :])[0].sum(),
         ]

@@ -32,8 +32,12 @@ def test_clip_model_groups_by_hand():
     assert "image_encoder.features.0.bias" in kept
     for name in kept:  # biases, norms, the scale: nothing with a weight matrix
         assert dict(model.named_parameters())[name].ndim < 2
-    norm_names = {f"{module_name}.{leaf}" for module_name, module in model.named_modules()
-                  if isinstance(module, nn.LayerNorm) for leaf in ("weight", "bias")}
+    norm_names = {
+        f"{module_name}.{leaf}"
+        for module_name, module in model.named_modules()
+        if isinstance(module, nn.LayerNorm)
+        for leaf in ("weight", "bias")
+    }
     assert norm_names and norm_names <= kept
     # every trainable parameter lands in exactly one group
     assert decayed | kept == {name for name, _ in model.named_parameters()}
@@ -93,8 +97,9 @@ def test_param_groups_bad_inputs():
 
 def test_clamp_logit_scales_reaches_every_owner_but_not_frozen_scales():
     model = make_small_clip(vocab_size=12, max_length=5, num_layers=1)
-    wrapper = nn.ModuleDict({"model": model, "loss": ClipLoss(),
-                             "fixed": ClipLoss(learnable=False)})
+    wrapper = nn.ModuleDict(
+        {"model": model, "loss": ClipLoss(), "fixed": ClipLoss(learnable=False)}
+    )
     with torch.no_grad():
         model.logit_scale.fill_(7.0)
         wrapper["loss"].logit_scale.fill_(-2.0)
@@ -122,8 +127,9 @@ def test_a_scale_above_the_cap_keeps_learning_until_the_clamp():
     assert model.logit_scale.grad != 0
 
 
-@pytest.mark.parametrize("version, expected", [("2.4.0", (2, 4)), ("2.14.1+cu130", (2, 14)),
-                                               ("3.0.0a0+git123", (3, 0))])
+@pytest.mark.parametrize(
+    "version, expected", [("2.4.0", (2, 4)), ("2.14.1+cu130", (2, 14)), ("3.0.0a0+git123", (3, 0))]
+)
 def test_parse_version(version, expected):
     assert parse_version(version) == expected
 

@@ -53,9 +53,16 @@ def test_train_returns_the_epoch_losses_and_eval_values(generator):
     def compute_loss(model, batch):
         return nn.functional.mse_loss(model(batch[0]), batch[1])
 
-    history = train(model, loader, compute_loss, torch.optim.SGD(model.parameters(), lr=0.1),
-                    epochs=3, eval_fn=lambda m: {"weight norm": m.weight.norm().item()},
-                    progress=False, after_step=lambda: steps.append(1))
+    history = train(
+        model,
+        loader,
+        compute_loss,
+        torch.optim.SGD(model.parameters(), lr=0.1),
+        epochs=3,
+        eval_fn=lambda m: {"weight norm": m.weight.norm().item()},
+        progress=False,
+        after_step=lambda: steps.append(1),
+    )
     assert len(history["loss"]) == len(history["weight norm"]) == 3
     assert history["loss"][-1] < history["loss"][0] / 4
     assert len(steps) == 3 * len(loader)
@@ -105,24 +112,40 @@ def _free_port() -> int:
 
 
 def _torchrun_environment(rank: int, world_size: int, port: int) -> None:
-    os.environ.update({"RANK": str(rank), "LOCAL_RANK": str(rank),
-                       "WORLD_SIZE": str(world_size), "LOCAL_WORLD_SIZE": str(world_size),
-                       "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port),
-                       "CUDA_VISIBLE_DEVICES": ""})
+    os.environ.update(
+        {
+            "RANK": str(rank),
+            "LOCAL_RANK": str(rank),
+            "WORLD_SIZE": str(world_size),
+            "LOCAL_WORLD_SIZE": str(world_size),
+            "MASTER_ADDR": "127.0.0.1",
+            "MASTER_PORT": str(port),
+            "CUDA_VISIBLE_DEVICES": "",
+        }
+    )
 
 
 def _mismatched_batches(rank: int, port: int) -> str:
     """Each rank builds its loader with its own batch size; train() must refuse."""
-    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank,
-                            world_size=2)
+    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=2)
     try:
         data = TensorDataset(torch.zeros(24, 1))
-        loader = DataLoader(data, batch_size=4 + rank, drop_last=True,
-                            sampler=DistributedSampler(data, shuffle=False))
+        loader = DataLoader(
+            data,
+            batch_size=4 + rank,
+            drop_last=True,
+            sampler=DistributedSampler(data, shuffle=False),
+        )
         model = nn.Linear(1, 1)
         try:
-            train(model, loader, lambda m, b: m(b[0]).sum(),
-                  torch.optim.SGD(model.parameters(), lr=0.1), epochs=1, progress=False)
+            train(
+                model,
+                loader,
+                lambda m, b: m(b[0]).sum(),
+                torch.optim.SGD(model.parameters(), lr=0.1),
+                epochs=1,
+                progress=False,
+            )
         except ValueError as error:
             return str(error)
         return "no error"
@@ -141,14 +164,25 @@ def _worker(rank: int, ports: tuple[int, int], folder: str) -> None:
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory) -> dict:
     folder = tmp_path_factory.mktemp("train")
-    mp.start_processes(_worker, args=((_free_port(), _free_port()), str(folder)), nprocs=2,
-                       join=True, start_method="spawn")
+    mp.start_processes(
+        _worker,
+        args=((_free_port(), _free_port()), str(folder)),
+        nprocs=2,
+        join=True,
+        start_method="spawn",
+    )
     torch.set_num_threads(1)
     main([*CLI_ARGS, "--out", str(folder / "single")])
-    return {"folder": folder,
-            **{name: (json.loads((folder / name / "metrics.json").read_text()),
-                      load_file(folder / name / "model.safetensors"))
-               for name in ("single", "ddp")}}
+    return {
+        "folder": folder,
+        **{
+            name: (
+                json.loads((folder / name / "metrics.json").read_text()),
+                load_file(folder / name / "model.safetensors"),
+            )
+            for name in ("single", "ddp")
+        },
+    }
 
 
 @pytest.mark.distributed
@@ -158,15 +192,21 @@ def test_two_processes_train_what_one_process_trains(runs):
     assert ddp_metrics["world_size"] == 2 and single_metrics["world_size"] == 1
     assert ddp_metrics["local_loss"] is True
     # the rank-averaged loss of each epoch is the single-process loss
-    torch.testing.assert_close(torch.tensor(ddp_metrics["train_loss"]),
-                               torch.tensor(single_metrics["train_loss"]), rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(
+        torch.tensor(ddp_metrics["train_loss"]),
+        torch.tensor(single_metrics["train_loss"]),
+        rtol=1e-4,
+        atol=1e-5,
+    )
     assert single_model.keys() == ddp_model.keys()
     for name, tensor in single_model.items():
         if name.endswith(ZERO_GRADIENT):
             continue
         torch.testing.assert_close(ddp_model[name], tensor, rtol=1e-3, atol=1e-4, msg=name)
-    assert abs(ddp_metrics["test_zero_shot_accuracy"]
-               - single_metrics["test_zero_shot_accuracy"]) <= 0.01
+    assert (
+        abs(ddp_metrics["test_zero_shot_accuracy"] - single_metrics["test_zero_shot_accuracy"])
+        <= 0.01
+    )
 
 
 @pytest.mark.distributed

@@ -1,4 +1,4 @@
-"""Contrastive losses of chapter 4.2 (DESIGN.md section 3.1).
+"""Contrastive losses of chapter 4.2 (docs/DESIGN.md section 3.1).
 
 * :func:`info_nce`: the book's InfoNCE loss per anchor, {eq}`eq-infonce`;
 * :func:`contrastive_objective`: its batch mean, the objective J_CL, {eq}`eq-cl-objective`;

@@ -1,4 +1,4 @@
-"""Knowledge distillation losses of chapter 4.3 (DESIGN.md section 3.1).
+"""Knowledge distillation losses of chapter 4.3 (docs/DESIGN.md section 3.1).
 
 Three families, each as a pure function:
 

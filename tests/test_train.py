@@ -24,6 +24,8 @@ from safetensors.torch import load_file
 from torch import nn
 from torch.utils.data import DataLoader, DistributedSampler, TensorDataset
 
+from mmlearn import set_debug
+from mmlearn.distributed import gather_features
 from mmlearn.nn import make_small_clip
 from mmlearn.train import main, train
 
@@ -126,9 +128,20 @@ def _torchrun_environment(rank: int, world_size: int, port: int) -> None:
 
 
 def _mismatched_batches(rank: int, port: int) -> str:
-    """Each rank builds its loader with its own batch size; train() must refuse."""
+    """Each rank builds its loader with its own batch size; train() must refuse.
+
+    Then, in debug mode, the feature gather itself refuses uneven ranks.
+    """
     dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=2)
     try:
+        previous = set_debug(True)
+        try:
+            gather_features(torch.zeros(2 + rank, 3))
+            gathered = "no error"
+        except ValueError as error:
+            gathered = str(error)
+        finally:
+            set_debug(previous)
         data = TensorDataset(torch.zeros(24, 1))
         loader = DataLoader(
             data,
@@ -147,8 +160,8 @@ def _mismatched_batches(rank: int, port: int) -> str:
                 progress=False,
             )
         except ValueError as error:
-            return str(error)
-        return "no error"
+            return str(error) + "\n" + gathered
+        return "no error\n" + gathered
     finally:
         dist.destroy_process_group()
 
@@ -223,3 +236,4 @@ def test_mismatched_local_batch_sizes_give_a_clear_error(runs):
         message = (runs["folder"] / f"mismatch{rank}.txt").read_text()
         assert "same local batch size" in message
         assert "[(4, 3), (5, 2)]" in message
+        assert "got [2, 3] rows per rank" in message

@@ -31,22 +31,26 @@ from pathlib import Path
 
 import torch
 import torch.distributed as dist
+import torch.nn.functional as F
 from safetensors.torch import save_file
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
-from torch.optim.lr_scheduler import LRScheduler
-from torch.utils.data import DataLoader, DistributedSampler, TensorDataset
+from torch.optim.lr_scheduler import LambdaLR, LRScheduler
+from torch.utils.data import DataLoader, Dataset, DistributedSampler, TensorDataset
 from tqdm.auto import tqdm
 
 from mmlearn.data.digits import DigitsSplit, load_digits_captions, prompts_en
 from mmlearn.data.tokenizer import WordTokenizer
+from mmlearn.distill import accuracy, fit_classifier, random_shift
 from mmlearn.distributed import init_distributed, rank_and_world_size
 from mmlearn.losses.contrastive import ClipLoss
 from mmlearn.metrics import zero_shot_accuracy, zero_shot_classifier
-from mmlearn.nn.clip import CLIPModel, make_small_clip
+from mmlearn.nn.clip import CLIPModel, SmallConvEncoder, make_small_clip
+from mmlearn.optim import param_groups
 from mmlearn.utils import seed_everything
 
-__all__ = ["clip_step", "digits_zero_shot_accuracy", "main", "train"]
+__all__ = ["ShiftedDigits", "clip_step", "digits_zero_shot_accuracy", "main", "supervised_ceiling",
+           "train", "warmup_cosine"]
 
 Batch = Sequence[torch.Tensor]
 
@@ -124,8 +128,9 @@ def train(model: nn.Module, loader: DataLoader,
     history: dict[str, list[float]] = {"loss": []}
     bar = tqdm(total=epochs * len(loader), disable=not progress or rank != 0, desc="train")
     for epoch in range(epochs):
-        if isinstance(loader.sampler, DistributedSampler):
-            loader.sampler.set_epoch(epoch)
+        for part in (loader.sampler, loader.dataset):  # reshuffle / redraw augmentations
+            if callable(getattr(part, "set_epoch", None)):
+                part.set_epoch(epoch)
         model.train()
         total = torch.zeros((), dtype=torch.float64, device=device)
         for batch in loader:
@@ -177,8 +182,48 @@ def digits_zero_shot_accuracy(model: CLIPModel, tokenizer: WordTokenizer, split:
     return zero_shot_accuracy(features, classes, split.labels.to(device))
 
 
+class ShiftedDigits(Dataset):
+    """``(image, ids, valid)`` samples whose 8x8 images are shifted by up to ``max_shift`` pixels.
+
+    A digit moved by one pixel is the same digit: the shift teaches the image
+    tower that, and is the augmentation that matters most on these tiny
+    images. Each sample's shift is drawn from ``(seed, epoch, index)`` alone
+    (:meth:`set_epoch` redraws them), so every process of a distributed run
+    shifts a sample exactly as a single process would. Batches are built in
+    one vectorised gather (``__getitems__``).
+    """
+
+    def __init__(self, images: torch.Tensor, ids: torch.Tensor, valid: torch.Tensor,
+                 seed: int, max_shift: int = 1) -> None:
+        self.images = F.pad(images, (max_shift,) * 4)
+        self.ids, self.valid = ids, valid
+        self.seed, self.max_shift = seed, max_shift
+        self.set_epoch(0)
+
+    def set_epoch(self, epoch: int) -> None:
+        generator = torch.Generator().manual_seed(self.seed * 1_000_003 + epoch)
+        self.offsets = torch.randint(0, 2 * self.max_shift + 1, (len(self), 2),
+                                     generator=generator)
+
+    def __len__(self) -> int:
+        return self.ids.shape[0]
+
+    def __getitems__(self, indices: list[int]) -> list[tuple[torch.Tensor, ...]]:
+        index = torch.as_tensor(indices)
+        size = self.images.shape[-1] - 2 * self.max_shift
+        grid = torch.arange(size)
+        rows = (self.offsets[index, 0, None] + grid)[:, None, :, None]
+        cols = (self.offsets[index, 1, None] + grid)[:, None, None, :]
+        channels = torch.arange(self.images.shape[1])[None, :, None, None]
+        shifted = self.images[index[:, None, None, None], channels, rows, cols]
+        return list(zip(shifted, self.ids[index], self.valid[index], strict=True))
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, ...]:
+        return self.__getitems__([index])[0]
+
+
 def _digits_loader(split: DigitsSplit, tokenizer: WordTokenizer, local_batch: int,
-                   seed: int, rank: int, world_size: int) -> DataLoader:
+                   seed: int, rank: int, world_size: int, max_shift: int = 0) -> DataLoader:
     """Pre-tokenised ``(images, ids, valid)`` batches of this rank.
 
     The same :class:`DistributedSampler` for one process and for N: each epoch
@@ -188,10 +233,30 @@ def _digits_loader(split: DigitsSplit, tokenizer: WordTokenizer, local_batch: in
     processes train exactly the recipe of one.
     """
     ids, valid = tokenizer.encode(split.captions_en)
-    dataset = TensorDataset(split.images, ids, valid)
+    dataset = (ShiftedDigits(split.images, ids, valid, seed, max_shift) if max_shift
+               else TensorDataset(split.images, ids, valid))
     sampler = DistributedSampler(dataset, num_replicas=world_size, rank=rank, shuffle=True,
                                  seed=seed, drop_last=True)
     return DataLoader(dataset, batch_size=local_batch, sampler=sampler, drop_last=True)
+
+
+def warmup_cosine(optimizer: torch.optim.Optimizer, total_steps: int,
+                  warmup: float = 0.0) -> LambdaLR:
+    """Linear warm-up over ``warmup * total_steps`` steps, then a cosine decay to 0.
+
+    Step it after every optimiser step (:func:`train` does, given ``scheduler=``).
+    """
+    if not 0.0 <= warmup < 1.0:
+        raise ValueError(f"warmup must be a fraction in [0, 1), got {warmup!r}")
+    warm = int(warmup * total_steps)
+
+    def factor(step: int) -> float:
+        if step < warm:
+            return (step + 1) / warm
+        progress = (step - warm) / max(1, total_steps - warm)
+        return 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
+
+    return LambdaLR(optimizer, factor)
 
 
 def _parse(argv: Sequence[str] | None) -> argparse.Namespace:
@@ -203,15 +268,32 @@ def _parse(argv: Sequence[str] | None) -> argparse.Namespace:
     clip.add_argument("--epochs", type=int, default=10)
     clip.add_argument("--batch-size", type=int, default=64,
                       help="global batch size, split evenly over the processes")
-    clip.add_argument("--lr", type=float, default=1e-3)
+    clip.add_argument("--lr", type=float, default=1e-3, help="peak learning rate")
+    clip.add_argument("--weight-decay", type=float, default=0.0,
+                      help="AdamW decay of the weight matrices (mmlearn.param_groups)")
+    clip.add_argument("--schedule", choices=["constant", "cosine"], default="constant",
+                      help="learning rate: constant, or a cosine decay to 0")
+    clip.add_argument("--warmup", type=float, default=0.0,
+                      help="with --schedule cosine: fraction of the steps of linear warm-up")
+    clip.add_argument("--shift", type=int, default=0,
+                      help="augmentation: shift each image by up to this many pixels")
+    clip.add_argument("--text-layers", type=int, default=2)
+    clip.add_argument("--width", type=int, default=16, help="channels of the conv tower")
     clip.add_argument("--embed-dim", type=int, default=32)
+    clip.add_argument("--init-temperature", type=float, default=0.07,
+                      help="initial tau; the logit scale starts at 1 / tau (CLIP: 0.07)")
     clip.add_argument("--local-loss", action="store_true",
                       help="each process computes only its rows of the loss")
     clip.add_argument("--seed", type=int, default=0)
+    clip.add_argument("--supervised-ceiling", action="store_true",
+                      help="also train the image tower as a plain classifier on the same "
+                           "split (the accuracy that zero-shot can at best hope to approach)")
     clip.add_argument("--out", type=Path, required=True, help="folder for the checkpoint")
     args = parser.parse_args(argv)
     if args.epochs < 1 or args.batch_size < 1 or not 0 < args.lr < math.inf:
         parser.error("--epochs, --batch-size and --lr must be positive (and finite)")
+    if not 0.01 <= args.init_temperature <= 1:
+        parser.error("--init-temperature must lie in [0.01, 1] (a logit scale of 1 to 100)")
     return args
 
 
@@ -226,19 +308,25 @@ def run_clip(args: argparse.Namespace) -> dict:
     prompts = [p for digit in range(10) for p in prompts_en(digit)]
     tokenizer = WordTokenizer.from_texts(data["train"].captions_en + prompts)
     loader = _digits_loader(data["train"], tokenizer, args.batch_size // world_size,
-                            args.seed, rank, world_size)
+                            args.seed, rank, world_size, args.shift)
     max_length = tokenizer.encode(data["train"].captions_en + prompts)[0].shape[1]
-    model = make_small_clip(len(tokenizer), max_length, embed_dim=args.embed_dim).to(device)
+    model = make_small_clip(len(tokenizer), max_length, embed_dim=args.embed_dim,
+                            width=args.width, num_layers=args.text_layers).to(device)
+    with torch.no_grad():
+        model.logit_scale.fill_(math.log(1 / args.init_temperature))
     trained = model
     if world_size > 1:
         trained = DistributedDataParallel(model, device_ids=[device] if device.type == "cuda"
                                           else None)
     loss_fn = ClipLoss(learnable=False, gather_with_grad=True, local_loss=args.local_loss)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=0.0)
-    start = time.perf_counter()
+    optimizer = torch.optim.AdamW(param_groups(model, args.weight_decay), lr=args.lr)
+    scheduler = None
+    if args.schedule == "cosine":
+        scheduler = warmup_cosine(optimizer, args.epochs * len(loader), args.warmup)
+    start, cpu_start = time.perf_counter(), time.process_time()
     history = train(trained, loader, partial(clip_step, loss_fn=loss_fn, device=device),
-                    optimizer, args.epochs)
-    seconds = time.perf_counter() - start
+                    optimizer, args.epochs, scheduler=scheduler)
+    seconds, cpu_seconds = time.perf_counter() - start, time.process_time() - cpu_start
     metrics = {}
     if rank == 0:
         metrics = {
@@ -250,15 +338,31 @@ def run_clip(args: argparse.Namespace) -> dict:
                                                                 device),
             "test_zero_shot_accuracy": digits_zero_shot_accuracy(model, tokenizer,
                                                                  data["test"], device),
-            "train_seconds": round(seconds, 2),
+            "train_seconds": round(seconds, 2), "train_cpu_seconds": round(cpu_seconds, 2),
+            "shift": args.shift, "text_layers": args.text_layers, "width": args.width,
+            "lr": args.lr, "warmup": args.warmup, "schedule": args.schedule,
             "vocabulary": tokenizer.itos, "max_length": max_length,
             "embed_dim": args.embed_dim,
         }
+        if args.supervised_ceiling:
+            metrics["supervised_test_accuracy"] = supervised_ceiling(args, data, device)
         _save(model, metrics, args.out)
     if world_size > 1:
         dist.barrier()
         dist.destroy_process_group()
     return metrics
+
+
+def supervised_ceiling(args: argparse.Namespace, data: dict[str, DigitsSplit],
+                       device: torch.device) -> float:
+    """Test accuracy of the CLIP's image tower trained with labels (same split, epochs, shift)."""
+    seed_everything(args.seed)
+    classifier = SmallConvEncoder(1, width=args.width, out_dim=10).to(device)
+    augment = partial(random_shift, max_shift=args.shift) if args.shift else None
+    fit_classifier(classifier, data["train"].images.to(device), data["train"].labels.to(device),
+                   epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
+                   augment=augment, seed=args.seed)
+    return accuracy(classifier, data["test"].images.to(device), data["test"].labels.to(device))
 
 
 def _save(model: nn.Module, metrics: dict, out: Path) -> None:

@@ -27,9 +27,11 @@ from torch.utils.data import DataLoader, DistributedSampler, TensorDataset
 from mmlearn import set_debug
 from mmlearn.distributed import gather_features
 from mmlearn.nn import make_small_clip
-from mmlearn.train import main, train
+from mmlearn.train import ShiftedDigits, main, train, warmup_cosine
 
-CLI_ARGS = ["clip", "--epochs", "1", "--batch-size", "128", "--seed", "0"]
+# With the shift augmentation and the warm-up + cosine schedule: each rank shifts
+# its samples exactly as the single process does, and the schedule steps alike.
+CLI_ARGS = "clip --epochs 1 --batch-size 128 --seed 0 --shift 1 --schedule cosine --warmup 0.2"
 # The key projections' biases add the same number to every score of a query,
 # which the softmax ignores: their gradient is zero up to rounding, and AdamW
 # turns that rounding noise into full-size steps of either sign.
@@ -171,7 +173,7 @@ def _worker(rank: int, ports: tuple[int, int], folder: str) -> None:
     message = _mismatched_batches(rank, ports[1])
     (open(f"{folder}/mismatch{rank}.txt", "w")).write(message)
     _torchrun_environment(rank, 2, ports[0])
-    main([*CLI_ARGS, "--local-loss", "--out", f"{folder}/ddp"])
+    main([*CLI_ARGS.split(), "--local-loss", "--out", f"{folder}/ddp"])
 
 
 @pytest.fixture(scope="module")
@@ -185,7 +187,7 @@ def runs(tmp_path_factory) -> dict:
         start_method="spawn",
     )
     torch.set_num_threads(1)
-    main([*CLI_ARGS, "--out", str(folder / "single")])
+    main([*CLI_ARGS.split(), "--out", str(folder / "single")])
     return {
         "folder": folder,
         **{
@@ -237,3 +239,44 @@ def test_mismatched_local_batch_sizes_give_a_clear_error(runs):
         assert "same local batch size" in message
         assert "[(4, 3), (5, 2)]" in message
         assert "got [2, 3] rows per rank" in message
+
+
+# ----------------------------------------------------------------------------------------
+# The CLI's augmentation and schedule
+# ----------------------------------------------------------------------------------------
+
+
+def test_shifted_digits_move_each_image_by_its_own_offset():
+    images = torch.rand(5, 1, 8, 8, generator=torch.Generator().manual_seed(0))
+    ids, valid = torch.arange(5)[:, None], torch.ones(5, 1, dtype=torch.bool)
+    data = ShiftedDigits(images, ids, valid, seed=3, max_shift=1)
+    shifted, got_ids, _ = (torch.stack(x) for x in zip(*data.__getitems__([4, 0, 2]), strict=True))
+    assert shifted.shape == (3, 1, 8, 8) and got_ids.flatten().tolist() == [4, 0, 2]
+    for row, index in enumerate([4, 0, 2]):
+        dy, dx = (int(v) - 1 for v in data.offsets[index])  # offsets 0..2 mean -1..+1
+        padded = torch.nn.functional.pad(images[index, 0], (1, 1, 1, 1))
+        expected = padded[1 + dy : 9 + dy, 1 + dx : 9 + dx]
+        torch.testing.assert_close(shifted[row, 0], expected)
+    # the same (seed, epoch, index) gives the same shift; another epoch redraws
+    again = ShiftedDigits(images, ids, valid, seed=3, max_shift=1)
+    torch.testing.assert_close(again.offsets, data.offsets)
+    offsets = data.offsets.clone()
+    data.set_epoch(1)
+    assert not torch.equal(offsets, data.offsets)
+    torch.testing.assert_close(data[2][0], data.__getitems__([2])[0][0])
+
+
+def test_warmup_cosine_schedule():
+    parameter = nn.Parameter(torch.zeros(1))
+    optimizer = torch.optim.SGD([parameter], lr=2.0)
+    scheduler = warmup_cosine(optimizer, total_steps=10, warmup=0.2)
+    rates = []
+    for _ in range(10):
+        rates.append(optimizer.param_groups[0]["lr"])
+        optimizer.step()
+        scheduler.step()
+    assert rates[:3] == pytest.approx([1.0, 2.0, 2.0])  # warm-up over 2 steps, then the peak
+    assert rates[-1] == pytest.approx(2.0 * 0.5 * (1 + math.cos(math.pi * 7 / 8)))
+    assert all(a >= b for a, b in zip(rates[1:], rates[2:], strict=False))
+    with pytest.raises(ValueError, match="warmup"):
+        warmup_cosine(optimizer, 10, warmup=1.0)

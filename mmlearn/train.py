@@ -16,7 +16,17 @@ From a shell, alone or with several processes (DDP: gloo on the CPU, NCCL on GPU
 :class:`mmlearn.losses.ClipLoss` lets every image see all ``batch_size``
 texts, so one process and N processes train the same recipe. The run ends
 with the zero-shot accuracy on the test split, a safetensors checkpoint
-(``model.safetensors``) and ``metrics.json``.
+(``model.safetensors``) and ``metrics.json`` (with ``--supervised-ceiling``
+also the accuracy of the same image tower trained with labels).
+
+The default recipe (10 epochs of batches of 32, AdamW at a peak learning
+rate of 2e-3 with a 10 % linear warm-up and a cosine decay) came out of a
+small search on the digits. What mattered: more, smaller steps (the loss
+sits at ``log(batch)`` until the two towers first line up, and batches of 32
+leave that plateau within the first epoch where batches of 64 stayed on it
+for three or four), and the decaying learning rate. What did not help here:
+a wider conv tower, a lower initial temperature, and shifting the 8x8 digits
+by a pixel (it costs the CLIP several points at this number of epochs).
 """
 
 from __future__ import annotations
@@ -266,14 +276,14 @@ def _parse(argv: Sequence[str] | None) -> argparse.Namespace:
     clip = commands.add_parser("clip", help="a CLIP-style dual encoder (zero-shot on test)")
     clip.add_argument("--data", choices=["digits"], default="digits")
     clip.add_argument("--epochs", type=int, default=10)
-    clip.add_argument("--batch-size", type=int, default=64,
+    clip.add_argument("--batch-size", type=int, default=32,
                       help="global batch size, split evenly over the processes")
-    clip.add_argument("--lr", type=float, default=1e-3, help="peak learning rate")
+    clip.add_argument("--lr", type=float, default=2e-3, help="peak learning rate")
     clip.add_argument("--weight-decay", type=float, default=0.0,
                       help="AdamW decay of the weight matrices (mmlearn.param_groups)")
-    clip.add_argument("--schedule", choices=["constant", "cosine"], default="constant",
+    clip.add_argument("--schedule", choices=["constant", "cosine"], default="cosine",
                       help="learning rate: constant, or a cosine decay to 0")
-    clip.add_argument("--warmup", type=float, default=0.0,
+    clip.add_argument("--warmup", type=float, default=0.1,
                       help="with --schedule cosine: fraction of the steps of linear warm-up")
     clip.add_argument("--shift", type=int, default=0,
                       help="augmentation: shift each image by up to this many pixels")

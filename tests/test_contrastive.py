@@ -625,7 +625,8 @@ def test_command_line_trains_and_saves_a_loadable_checkpoint(tmp_path):
     assert saved["world_size"] == 1 and len(saved["train_loss"]) == 1
     assert np.isfinite(saved["train_loss"][0])
     model = make_small_clip(len(saved["vocabulary"]), saved["max_length"],
-                            embed_dim=saved["embed_dim"])
+                            embed_dim=saved["embed_dim"], width=saved["width"],
+                            num_layers=saved["text_layers"])
     model.load_state_dict(load_file(tmp_path / "model.safetensors"))
     tokenizer = WordTokenizer(saved["vocabulary"])
     data = load_digits_captions()

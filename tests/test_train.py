@@ -187,7 +187,7 @@ def runs(tmp_path_factory) -> dict:
         start_method="spawn",
     )
     torch.set_num_threads(1)
-    main([*CLI_ARGS.split(), "--out", str(folder / "single")])
+    main([*CLI_ARGS.split(), "--supervised-ceiling", "--out", str(folder / "single")])
     return {
         "folder": folder,
         **{
@@ -222,6 +222,13 @@ def test_two_processes_train_what_one_process_trains(runs):
         abs(ddp_metrics["test_zero_shot_accuracy"] - single_metrics["test_zero_shot_accuracy"])
         <= 0.01
     )
+
+
+@pytest.mark.distributed
+def test_the_supervised_ceiling_is_recorded(runs):
+    single_metrics, _ = runs["single"]
+    assert 0.0 <= single_metrics["supervised_test_accuracy"] <= 1.0
+    assert "supervised_test_accuracy" not in runs["ddp"][0]
 
 
 @pytest.mark.distributed

@@ -3,13 +3,45 @@
 Every public function checks its inputs with these helpers, so a wrong call
 fails at once with a message that names the argument, what was expected and
 what was given, instead of failing deep inside a matrix product.
+
+Two kinds of checks:
+
+* checks on Python values, types, shapes and dtypes cost nothing on a GPU
+  and always run;
+* checks on the *values inside a tensor* (labels in range, a mask that
+  selects something, finite scores, a positive tensor temperature) must read
+  the tensor back to the host: on a GPU each one waits for every queued
+  kernel (a host-device synchronisation), and under ``torch.compile`` it
+  breaks the graph. They run only in debug mode: ``mmlearn.set_debug(True)``,
+  or the environment variable ``MMLEARN_DEBUG=1`` when mmlearn is imported.
+  Turn it on while writing a notebook or chasing a NaN, off for speed.
 """
 
 from __future__ import annotations
 
+import os
 from collections.abc import Sequence
 
 import torch
+
+_debug = os.environ.get("MMLEARN_DEBUG", "0").strip().lower() not in ("", "0", "false", "no")
+
+
+def set_debug(enabled: bool) -> bool:
+    """Turn the checks on tensor values on or off; returns the previous setting.
+
+    Off by default (or as the environment variable ``MMLEARN_DEBUG`` says).
+    """
+    global _debug
+    if not isinstance(enabled, bool):
+        raise TypeError(f"enabled must be a bool, got {type(enabled).__name__}")
+    previous, _debug = _debug, enabled
+    return previous
+
+
+def debug_enabled() -> bool:
+    """True when the checks on tensor values run (see :func:`set_debug`)."""
+    return _debug
 
 
 def check_tensor(name: str, value: object, *, ndim: int | Sequence[int] | None = None,
@@ -43,10 +75,19 @@ def check_same_size(name_a: str, size_a: int, name_b: str, size_b: int, what: st
         raise ValueError(f"{what} of {name_a} ({size_a}) and {name_b} ({size_b}) must be equal")
 
 
-def check_positive(name: str, value: float) -> None:
-    """Check that a number (for example a temperature) is strictly positive and finite."""
-    number = float(value.item()) if isinstance(value, torch.Tensor) else value
-    if not isinstance(number, int | float) or not (0 < number < float("inf")):
+def check_positive(name: str, value: float | torch.Tensor) -> None:
+    """Check that a number (for example a temperature) is strictly positive and finite.
+
+    A tensor's value is read (a host sync) only in debug mode (:func:`set_debug`).
+    """
+    if isinstance(value, torch.Tensor):
+        if not debug_enabled():
+            return
+        number = float(value.detach().reshape(-1)[0]) if value.numel() == 1 else None
+    else:
+        number = value
+    if isinstance(number, bool) or not isinstance(number, int | float) or not (
+            0 < number < float("inf")):
         raise ValueError(f"{name} must be a positive finite number, got {value!r}")
 
 

@@ -13,6 +13,7 @@ import os
 import torch
 import torch.distributed as dist
 
+from mmlearn._checks import debug_enabled
 from mmlearn.utils import get_device
 
 __all__ = ["gather_features", "init_distributed", "is_distributed", "rank_and_world_size"]
@@ -55,6 +56,19 @@ class _GatherWithGrad(torch.autograd.Function):
         return grad[ctx.rows]
 
 
+def _check_same_rows(features: torch.Tensor, world_size: int) -> None:
+    """Debug mode: every rank has as many rows (an all-gather of the sizes and a host read)."""
+    mine = torch.tensor([features.shape[0]], device=features.device)
+    sizes = [torch.empty_like(mine) for _ in range(world_size)]
+    dist.all_gather(sizes, mine)
+    rows = [int(size) for size in sizes]
+    if len(set(rows)) > 1:
+        raise ValueError(
+            f"every rank must pass the same local batch size to the gather, "
+            f"got {rows} rows per rank (use drop_last=True)"
+        )
+
+
 def gather_features(features: torch.Tensor, with_grad: bool = True) -> torch.Tensor:
     """Concatenate ``features`` (``(b, D)`` on each rank) from all ranks, in rank order.
 
@@ -72,6 +86,8 @@ def gather_features(features: torch.Tensor, with_grad: bool = True) -> torch.Ten
     rank, world_size = rank_and_world_size()
     if world_size == 1:
         return features
+    if debug_enabled():
+        _check_same_rows(features, world_size)
     if with_grad:
         return _GatherWithGrad.apply(features)
     gathered = [torch.empty_like(features) for _ in range(world_size)]

@@ -19,6 +19,16 @@ def _close_figures():
 
 
 @pytest.fixture
+def debug_mode():
+    """mmlearn's debug mode (checks on tensor values) on for one test, then as it was."""
+    from mmlearn import set_debug
+
+    previous = set_debug(True)
+    yield
+    set_debug(previous)
+
+
+@pytest.fixture
 def generator() -> torch.Generator:
     """A CPU random generator with a fixed seed, for reproducible test tensors."""
     return torch.Generator().manual_seed(0)

@@ -1,4 +1,4 @@
-"""The autograded assignments in assignments/ (DESIGN.md section 1, "teach with it").
+"""The autograded assignments in assignments/ (docs/DESIGN.md section 1, "teach with it").
 
 Each assignment goes through nbgrader the way a teacher uses it: generate the
 student version, then autograde three submissions: the teacher's source (full

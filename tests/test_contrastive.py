@@ -416,18 +416,31 @@ def test_clip_loss_module_on_one_process(generator):
     torch.testing.assert_close(loss, clip_loss(image, text, 1 / 0.07))
     loss.backward()
     assert loss_fn.logit_scale.grad is not None and loss_fn.logit_scale.grad != 0
-    # a model's own scale, passed in, replaces the stored one
-    torch.testing.assert_close(loss_fn(image, text, torch.tensor(3.0)), clip_loss(image, text, 3.0))
+    # one owner: a loss with its own learnable scale refuses a model's scale
+    with pytest.raises(ValueError, match="two would silently stop learning"):
+        loss_fn(image, text, torch.tensor(3.0))
+    # a loss without a learnable scale uses the model's, as given
+    fixed = ClipLoss(learnable=False)
+    torch.testing.assert_close(fixed(image, text, torch.tensor(3.0)), clip_loss(image, text, 3.0))
 
 
-def test_clip_loss_module_caps_the_scale_at_100(generator):
+def test_clip_loss_module_clamps_the_scale_after_the_step_not_in_forward(generator):
     image, text = _unit(generator, 6, 4).float(), _unit(generator, 6, 4).float()
-    loss_fn = ClipLoss(init_logit_scale=10.0)  # exp(10) > 100
-    torch.testing.assert_close(loss_fn.scale(), torch.tensor(100.0))
+    loss_fn = ClipLoss(init_logit_scale=math.log(100.0))
+    with torch.no_grad():
+        loss_fn.logit_scale.add_(1.0)  # an optimiser step pushed s above ln 100
+    torch.testing.assert_close(loss_fn.scale(), torch.tensor(100.0 * math.e))
     loss_fn(image, text).backward()
-    assert loss_fn.logit_scale.grad == 0  # above the cap the scale no longer moves
-    torch.testing.assert_close(loss_fn(image, text, torch.tensor(1e4)),
-                               clip_loss(image, text, 100.0))
+    assert loss_fn.logit_scale.grad != 0  # the gradient is never silently zero
+    loss_fn.clamp_logit_scale_()
+    torch.testing.assert_close(loss_fn.scale(), torch.tensor(100.0))
+    with torch.no_grad():
+        loss_fn.logit_scale.fill_(-1.0)
+    loss_fn.clamp_logit_scale_()
+    torch.testing.assert_close(loss_fn.logit_scale.detach(), torch.tensor(0.0))
+    # a scale passed in is used unclamped (its owner clamps it)
+    fixed = ClipLoss(learnable=False)
+    torch.testing.assert_close(fixed(image, text, torch.tensor(1e4)), clip_loss(image, text, 1e4))
 
 
 def test_clip_loss_module_fixed_scale_is_a_buffer():
@@ -444,8 +457,15 @@ def test_clip_loss_module_rejects_bad_settings():
         ClipLoss(init_logit_scale=float("nan"))
     with pytest.raises(ValueError, match="max_logit_scale"):
         ClipLoss(max_logit_scale=float("inf"))
+    with pytest.raises(ValueError, match="must not exceed max_logit_scale"):
+        ClipLoss(init_logit_scale=10.0)  # exp(10) > 100
     with pytest.raises(ValueError, match="logit_scale"):
-        ClipLoss()(GOOD, GOOD, torch.tensor(-1.0))
+        ClipLoss(learnable=False)(GOOD, GOOD, -1.0)
+
+
+def test_clip_loss_module_rejects_a_negative_tensor_scale_in_debug_mode(debug_mode):
+    with pytest.raises(ValueError, match="logit_scale"):
+        ClipLoss(learnable=False)(GOOD, GOOD, torch.tensor(-1.0))
 
 
 # ----------------------------------------------------------------------------------------
@@ -478,11 +498,15 @@ def test_clip_model_with_a_vision_transformer_tower():
     text = TextTransformer(vocab_size=10, d_model=24, num_heads=2, num_layers=1, d_ff=48,
                            max_length=5)
     model = CLIPModel(vit, text, image_dim=16, text_dim=24, embed_dim=8,
-                      init_logit_scale=math.log(100.0) + 1.0)
+                      init_logit_scale=math.log(100.0))
+    with torch.no_grad():
+        model.logit_scale.add_(1.0)  # as if an optimiser step had pushed s above ln 100
     image_features, text_features, scale = model(torch.rand(2, 3, 32, 32),
                                                  torch.tensor([[1, 3, 4], [1, 5, 0]]))
     assert image_features.shape == text_features.shape == (2, 8)
-    torch.testing.assert_close(scale, torch.tensor(100.0))  # capped
+    torch.testing.assert_close(scale, torch.tensor(100.0 * math.e))  # never clamped in forward
+    model.clamp_logit_scale_()
+    torch.testing.assert_close(model.scale(), torch.tensor(100.0))  # clamped after the step
 
 
 def test_small_conv_encoder_and_model_bad_inputs():
@@ -498,6 +522,8 @@ def test_small_conv_encoder_and_model_bad_inputs():
         CLIPModel(encoder, encoder, 8, 8, 0)
     with pytest.raises(ValueError, match="init_logit_scale"):
         CLIPModel(encoder, encoder, 8, 8, 4, init_logit_scale=float("inf"))
+    with pytest.raises(ValueError, match="must not exceed"):
+        CLIPModel(encoder, encoder, 8, 8, 4, init_logit_scale=math.log(100.0) + 1.0)
 
 
 @pytest.fixture(scope="module")
@@ -599,7 +625,8 @@ def test_command_line_trains_and_saves_a_loadable_checkpoint(tmp_path):
     assert saved["world_size"] == 1 and len(saved["train_loss"]) == 1
     assert np.isfinite(saved["train_loss"][0])
     model = make_small_clip(len(saved["vocabulary"]), saved["max_length"],
-                            embed_dim=saved["embed_dim"])
+                            embed_dim=saved["embed_dim"], width=saved["width"],
+                            num_layers=saved["text_layers"])
     model.load_state_dict(load_file(tmp_path / "model.safetensors"))
     tokenizer = WordTokenizer(saved["vocabulary"])
     data = load_digits_captions()

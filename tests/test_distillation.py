@@ -390,7 +390,7 @@ def test_attention_scores_with_padding_match_tinybert():
     torch.testing.assert_close(got * len(mapping), expected, rtol=1e-12, atol=1e-12)
 
 
-def test_attention_scores_with_minus_infinity_need_a_mask():
+def test_attention_scores_with_minus_infinity_need_a_mask(debug_mode):
     scores = torch.zeros(1, 1, 2, 2, dtype=DOUBLE)
     scores[..., 1] = -math.inf
     with pytest.raises(ValueError, match="mask"):
@@ -503,7 +503,7 @@ def test_float_labels_are_rejected():
 
 
 @pytest.mark.parametrize("bad", [-1, 7])
-def test_labels_out_of_range_are_rejected(bad):
+def test_labels_out_of_range_are_rejected(bad, debug_mode):
     student, teacher, labels = random_logits(num_classes=7)
     labels[0] = bad
     with pytest.raises(ValueError, match="labels"):

@@ -1,4 +1,4 @@
-"""The registry mmlearn.formulas and the book's labelled equations agree (DESIGN.md 3.2)."""
+"""The registry mmlearn.formulas and the book's labelled equations agree (docs/DESIGN.md 3.2)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Notebook conventions (DESIGN.md section 6): no outputs, the Colab setup cell
+"""Notebook conventions (docs/DESIGN.md section 6): no outputs, the Colab setup cell
 first, and one repository URL shared by _config.yml, the badges and the setup cells."""
 
 from __future__ import annotations

@@ -2,7 +2,7 @@
 
     python tools/check_exec_times.py _build/exec_times.json
 
-Budgets (DESIGN.md section 6): 60 s per notebook on 2 CPU cores, 90 s for a
+Budgets (docs/DESIGN.md section 6): 60 s per notebook on 2 CPU cores, 90 s for a
 notebook whose metadata declares ``{"mmlearn": {"training_heavy": true}}``,
 and 10 minutes of wall-clock time for executing the whole book, as
 ``tools/execute_parallel.py`` records it in ``_build/exec_wall.json`` when it

@@ -1,4 +1,4 @@
-"""Keep every notebook of the book in the shape DESIGN.md section 6 asks for.
+"""Keep every notebook of the book in the shape docs/DESIGN.md section 6 asks for.
 
     python tools/nbtool.py normalize notebooks/ch04/self_attention.ipynb ...
     python tools/nbtool.py check            # every notebook under notebooks/

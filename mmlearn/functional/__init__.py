@@ -1,4 +1,4 @@
-"""Every formula of the book as a pure function (DESIGN.md section 3.1).
+"""Every formula of the book as a pure function (docs/DESIGN.md section 3.1).
 
 The names and semantics are a fixed contract: the book, its exercises and the
 tests refer to them. Row-vector convention (``x @ W``), as in the book.

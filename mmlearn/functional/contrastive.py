@@ -1,4 +1,4 @@
-"""Contrastive losses of chapter 4.2 (DESIGN.md section 3.1).
+"""Contrastive losses of chapter 4.2 (docs/DESIGN.md section 3.1).
 
 * :func:`info_nce`: the book's InfoNCE loss per anchor, {eq}`eq-infonce`;
 * :func:`contrastive_objective`: its batch mean, the objective J_CL, {eq}`eq-cl-objective`;
@@ -8,8 +8,14 @@
 
 The first four are a softmax cross-entropy over similarity scores, written with
 ``logsumexp`` / ``F.cross_entropy``; the sigmoid loss uses ``F.logsigmoid``.
-Either way scores of size 1e4 and bfloat16 inputs stay finite. Features are rows:
-``(N, D)`` means N samples of width D.
+Either way scores of size 1e4 stay finite. The scores are formed in the
+input's dtype (a bfloat16 matrix product runs on the fast units); the softmax,
+the cross-entropy and the log-sigmoid run in float32 (or float64 for float64
+inputs) and the loss is returned in the input's dtype.
+Features are rows: ``(N, D)`` means N samples of width D.
+
+No function reads a tensor's value back to the host (no GPU sync, no graph
+break under ``torch.compile``) unless :func:`mmlearn.set_debug` is on.
 """
 
 from __future__ import annotations
@@ -19,7 +25,7 @@ import math
 import torch
 import torch.nn.functional as F
 
-from mmlearn._checks import check_positive, check_same_size, check_tensor
+from mmlearn._checks import check_positive, check_same_size, check_tensor, debug_enabled
 
 Scalar = float | torch.Tensor
 
@@ -54,9 +60,14 @@ def _check_scalar(name: str, value: Scalar) -> None:
 
 
 def _check_logit_scale(logit_scale: Scalar) -> None:
-    """An exponentiated logit scale: a non-negative finite scalar."""
+    """An exponentiated logit scale: a non-negative finite scalar (a tensor's value: debug only)."""
     _check_scalar("logit_scale", logit_scale)
-    scale = float(logit_scale.detach()) if isinstance(logit_scale, torch.Tensor) else logit_scale
+    if isinstance(logit_scale, torch.Tensor):
+        if not debug_enabled():
+            return
+        scale = float(logit_scale.detach().reshape(-1)[0])
+    else:
+        scale = logit_scale
     if not 0.0 <= scale < float("inf"):
         raise ValueError(f"logit_scale must be a non-negative finite number, got {logit_scale!r}")
 
@@ -72,6 +83,11 @@ def _check_negatives(negatives: torch.Tensor, anchor: torch.Tensor) -> None:
     if negatives.dtype != anchor.dtype:
         raise TypeError(f"negatives ({negatives.dtype}) must have the dtype of anchor "
                         f"({anchor.dtype})")
+
+
+def _wide(logits: torch.Tensor) -> torch.Tensor:
+    """``logits`` in at least float32, where softmax and cross-entropy are computed."""
+    return logits.to(torch.promote_types(logits.dtype, torch.float32))
 
 
 def info_nce(anchor: torch.Tensor, positive: torch.Tensor, negatives: torch.Tensor | None = None,
@@ -101,17 +117,17 @@ def info_nce(anchor: torch.Tensor, positive: torch.Tensor, negatives: torch.Tens
     _check_scalar("temperature", temperature)
     check_positive("temperature", temperature)
     if negatives is None:
-        logits = anchor @ positive.T / temperature
+        logits = _wide(anchor @ positive.T) / temperature
         labels = torch.arange(anchor.shape[0], device=logits.device)
-        return F.cross_entropy(logits, labels, reduction="none")
+        return F.cross_entropy(logits, labels, reduction="none").to(anchor.dtype)
     _check_negatives(negatives, anchor)
     positive_score = (anchor * positive).sum(dim=-1, keepdim=True)
     if negatives.dim() == 3:
         negative_scores = torch.einsum("nd,nkd->nk", anchor, negatives)
     else:
         negative_scores = anchor @ negatives.T
-    logits = torch.cat([positive_score, negative_scores], dim=1) / temperature
-    return torch.logsumexp(logits, dim=1) - logits[:, 0]
+    logits = _wide(torch.cat([positive_score, negative_scores], dim=1)) / temperature
+    return (torch.logsumexp(logits, dim=1) - logits[:, 0]).to(anchor.dtype)
 
 
 def contrastive_objective(anchor: torch.Tensor, positive: torch.Tensor,
@@ -146,11 +162,11 @@ def clip_loss(image_features: torch.Tensor, text_features: torch.Tensor,
     """
     _check_pair("image_features", image_features, "text_features", text_features)
     _check_logit_scale(logit_scale)
-    logits_per_image = logit_scale * image_features @ text_features.T
+    logits_per_image = logit_scale * _wide(image_features @ text_features.T)
     labels = torch.arange(image_features.shape[0], device=logits_per_image.device)
     image_to_text = F.cross_entropy(logits_per_image, labels)
     text_to_image = F.cross_entropy(logits_per_image.T, labels)
-    return (image_to_text + text_to_image) / 2
+    return ((image_to_text + text_to_image) / 2).to(image_features.dtype)
 
 
 def nt_xent(z1: torch.Tensor, z2: torch.Tensor, temperature: Scalar) -> torch.Tensor:
@@ -178,18 +194,23 @@ def nt_xent(z1: torch.Tensor, z2: torch.Tensor, temperature: Scalar) -> torch.Te
     _check_scalar("temperature", temperature)
     check_positive("temperature", temperature)
     n = z1.shape[0]
-    z = F.normalize(torch.cat([z1, z2], dim=0), dim=1)
+    z = F.normalize(_wide(torch.cat([z1, z2], dim=0)), dim=1)
     logits = z @ z.T / temperature
     self_pairs = torch.eye(2 * n, dtype=torch.bool, device=logits.device)
     logits = logits.masked_fill(self_pairs, float("-inf"))
     partner = torch.arange(2 * n, device=logits.device).roll(n)
-    return F.cross_entropy(logits, partner)
+    return F.cross_entropy(logits, partner).to(z1.dtype)
 
 
 def _check_logit_bias(logit_bias: Scalar) -> None:
-    """A finite scalar bias (any sign; SigLIP starts it at -10)."""
+    """A finite scalar bias (any sign; SigLIP starts it at -10); a tensor's value: debug only."""
     _check_scalar("logit_bias", logit_bias)
-    bias = float(logit_bias.detach()) if isinstance(logit_bias, torch.Tensor) else logit_bias
+    if isinstance(logit_bias, torch.Tensor):
+        if not debug_enabled():
+            return
+        bias = float(logit_bias.detach().reshape(-1)[0])
+    else:
+        bias = logit_bias
     if not math.isfinite(bias):
         raise ValueError(f"logit_bias must be a finite number, got {logit_bias!r}")
 
@@ -223,7 +244,7 @@ def siglip_loss(image_features: torch.Tensor, text_features: torch.Tensor,
     _check_pair("image_features", image_features, "text_features", text_features)
     _check_logit_scale(logit_scale)
     _check_logit_bias(logit_bias)
-    logits = logit_scale * image_features @ text_features.T + logit_bias
+    logits = logit_scale * _wide(image_features @ text_features.T) + logit_bias
     n = image_features.shape[0]
     signs = 2 * torch.eye(n, dtype=logits.dtype, device=logits.device) - 1
-    return -F.logsigmoid(signs * logits).sum() / n
+    return (-F.logsigmoid(signs * logits).sum() / n).to(image_features.dtype)

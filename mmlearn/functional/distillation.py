@@ -1,4 +1,4 @@
-"""Knowledge distillation losses of chapter 4.3 (DESIGN.md section 3.1).
+"""Knowledge distillation losses of chapter 4.3 (docs/DESIGN.md section 3.1).
 
 Three families, each as a pure function:
 
@@ -13,6 +13,15 @@ Three families, each as a pure function:
 
 Logits are ``(N, C)``: N samples, C classes. Flatten token-level logits to
 ``(batch * length, C)`` first (and drop padded positions).
+
+Low precision: the softmaxes, the KL divergence, the cross-entropy and the
+squared errors are computed in float32 (float64 inputs stay float64), and the
+loss is returned in the student's dtype. In bfloat16 a student close to its
+teacher has a KL divergence far below bfloat16's resolution, and computing it
+in bfloat16 gets it wrong by tens of percent.
+
+Checks that read tensor values (labels in range, finite scores, a mask that
+selects something) run only in debug mode (:func:`mmlearn.set_debug`).
 """
 
 from __future__ import annotations
@@ -29,10 +38,16 @@ from mmlearn._checks import (
     check_probability,
     check_same_size,
     check_tensor,
+    debug_enabled,
 )
 
 ATTENTION_KINDS = ("probabilities", "scores")
 REDUCTIONS = ("sum", "mean")
+
+
+def _wide(tensor: torch.Tensor) -> torch.Tensor:
+    """``tensor`` in at least float32 (float64 stays float64), where the losses are computed."""
+    return tensor.to(torch.promote_types(tensor.dtype, torch.float32))
 
 
 def _check_logit_pair(student_logits: torch.Tensor, teacher_logits: torch.Tensor) -> None:
@@ -52,6 +67,8 @@ def _check_labels(labels: torch.Tensor, num_samples: int, num_classes: int) -> N
     if labels.dtype.is_floating_point or labels.dtype.is_complex or labels.dtype == torch.bool:
         raise TypeError(f"labels must hold integer class indices, got dtype {labels.dtype}")
     check_same_size("student_logits", num_samples, "labels", labels.shape[0], "batch sizes")
+    if not debug_enabled():  # the range check reads the labels back to the host
+        return
     if labels.numel() and (labels.min() < 0 or labels.max() >= num_classes):
         raise ValueError(
             f"labels must lie in [0, {num_classes}), got values in "
@@ -81,9 +98,11 @@ def soft_target_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor,
     """
     _check_logit_pair(student_logits, teacher_logits)
     check_positive("temperature", temperature)
-    teacher_probs = F.softmax(teacher_logits.to(student_logits.dtype) / temperature, dim=-1)
-    student_log_probs = F.log_softmax(student_logits / temperature, dim=-1)
-    return -(teacher_probs * student_log_probs).sum(dim=-1).mean()
+    student = _wide(student_logits)
+    teacher_probs = F.softmax(teacher_logits.to(student.dtype) / temperature, dim=-1)
+    student_log_probs = F.log_softmax(student / temperature, dim=-1)
+    loss = -(teacher_probs * student_log_probs).sum(dim=-1).mean()
+    return loss.to(student_logits.dtype)
 
 
 def kd_kl_divergence(student_logits: torch.Tensor, teacher_logits: torch.Tensor,
@@ -97,9 +116,14 @@ def kd_kl_divergence(student_logits: torch.Tensor, teacher_logits: torch.Tensor,
     """
     _check_logit_pair(student_logits, teacher_logits)
     check_positive("temperature", temperature)
-    teacher_log_probs = F.log_softmax(teacher_logits.to(student_logits.dtype) / temperature,
-                                      dim=-1)
-    student_log_probs = F.log_softmax(student_logits / temperature, dim=-1)
+    return _kl_wide(_wide(student_logits), teacher_logits, temperature).to(student_logits.dtype)
+
+
+def _kl_wide(student: torch.Tensor, teacher_logits: torch.Tensor,
+             temperature: float) -> torch.Tensor:
+    """The batch-mean KL of :func:`kd_kl_divergence`, in the dtype of ``student`` (>= float32)."""
+    teacher_log_probs = F.log_softmax(teacher_logits.to(student.dtype) / temperature, dim=-1)
+    student_log_probs = F.log_softmax(student / temperature, dim=-1)
     teacher_probs = teacher_log_probs.exp()
     return (teacher_probs * (teacher_log_probs - student_log_probs)).sum(dim=-1).mean()
 
@@ -128,9 +152,10 @@ def distillation_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor
     check_positive("temperature", temperature)
     check_probability("alpha", alpha)
     _check_labels(labels, student_logits.shape[0], student_logits.shape[1])
-    soft = kd_kl_divergence(student_logits, teacher_logits, temperature)
-    hard = F.cross_entropy(student_logits, labels)
-    return alpha * temperature**2 * soft + (1.0 - alpha) * hard
+    student = _wide(student_logits)
+    soft = _kl_wide(student, teacher_logits, temperature)
+    hard = F.cross_entropy(student, labels)
+    return (alpha * temperature**2 * soft + (1.0 - alpha) * hard).to(student_logits.dtype)
 
 
 def uniform_layer_map(num_student_layers: int, num_teacher_layers: int) -> list[int]:
@@ -232,20 +257,22 @@ def attention_distillation_loss(student_attentions: Sequence[torch.Tensor],
                 f"{tuple(teacher.shape)} must have the same shape (B, h, Lq, Lk)"
             )
         check_mask("mask", mask, student.shape)
-        difference = _masked_difference(student, teacher.to(student.dtype), kind, mask)
+        difference = _masked_difference(_wide(student), teacher.to(_wide(student).dtype),
+                                        kind, mask)
         squared = difference.square()
         if reduction == "sum":
             per_layer.append(squared.flatten(start_dim=1).sum(dim=1).mean())
         else:
             per_layer.append(squared.mean())
-    return torch.stack(per_layer).mean()
+    return torch.stack(per_layer).mean().to(student_attentions[0].dtype)
 
 
 def _masked_difference(student: torch.Tensor, teacher: torch.Tensor, kind: str,
                        mask: torch.Tensor | None) -> torch.Tensor:
     """``A_s - A_t`` with the positions outside ``mask`` set to zero."""
     if mask is None:
-        if kind == "scores" and not (student.isfinite().all() and teacher.isfinite().all()):
+        if kind == "scores" and debug_enabled() and not (student.isfinite().all()
+                                                          and teacher.isfinite().all()):
             raise ValueError(
                 "attention scores hold non-finite values (masked positions?); pass mask "
                 "(True = position counts) so that they are zeroed before comparing"
@@ -300,15 +327,20 @@ def feature_distillation_loss(student_hidden: torch.Tensor, teacher_hidden: torc
             f"{tuple(projected.shape)}) and teacher_hidden {tuple(teacher_hidden.shape)} "
             "must have the same shape"
         )
-    squared = (projected - teacher_hidden.to(projected.dtype)).square()
+    wide = _wide(projected)
+    squared = (wide - teacher_hidden.to(wide.dtype)).square()
     if mask is None:
-        return squared.mean()
+        return squared.mean().to(projected.dtype)
     check_tensor("mask", mask)
     if mask.dtype != torch.bool or mask.shape != teacher_hidden.shape[:-1]:
         raise ValueError(
             f"mask must be a boolean tensor of shape {tuple(teacher_hidden.shape[:-1])}, "
             f"got {mask.dtype} {tuple(mask.shape)}"
         )
-    if not mask.any():
+    if debug_enabled() and not mask.any():
         raise ValueError("mask selects no position")
-    return squared[mask].mean()
+    # The mean over the selected positions, without boolean indexing (whose output
+    # size depends on the mask's values, a host sync). An empty mask gives NaN (0 / 0).
+    selected = torch.where(mask[..., None], squared, squared.new_zeros(()))
+    count = mask.sum() * squared.shape[-1]
+    return (selected.sum() / count).to(projected.dtype)

@@ -2,8 +2,8 @@
 
 * :class:`InfoNCELoss` wraps :func:`mmlearn.functional.info_nce` ({eq}`eq-infonce`);
 * :class:`NTXentLoss` wraps :func:`mmlearn.functional.nt_xent` ({eq}`eq-nt-xent`);
-* :class:`ClipLoss` is CLIP's symmetric loss ({eq}`eq-clip-loss`) with a
-  learnable, clamped logit scale, and, under ``torch.distributed``, features
+* :class:`ClipLoss` is CLIP's symmetric loss ({eq}`eq-clip-loss`) with its own
+  logit scale or a model's, and, under ``torch.distributed``, features
   gathered from every rank so that each image sees the whole global batch of
   texts as negatives (as open_clip's ``ClipLoss``);
 * :class:`SigLipLoss` wraps :func:`mmlearn.functional.siglip_loss`
@@ -80,14 +80,25 @@ class NTXentLoss(nn.Module):
 class ClipLoss(nn.Module):
     """CLIP's symmetric contrastive loss, {eq}`eq-clip-loss`, on one or many processes.
 
-    **Logit scale.** The module stores ``s = ln(1 / tau)`` (CLIP starts at
-    ``tau = 0.07``) as a parameter when ``learnable`` (add the loss's
-    parameters to the optimiser) or as a buffer otherwise. In ``forward`` the
-    stored value is clamped to at most ``max_logit_scale = ln 100`` and then
-    exponentiated, so the scale never exceeds 100; above the cap its gradient
-    is zero. A model that owns its scale (as :class:`mmlearn.nn.CLIPModel`)
-    passes the exponentiated value to ``forward`` instead; build the loss
-    with ``learnable=False`` then, and the same cap is applied to it.
+    **Logit scale: one owner.** The scale ``exp(s)`` with ``s = ln(1 / tau)``
+    (CLIP starts at ``tau = 0.07``) is owned by exactly one object:
+
+    * the loss, ``learnable=True``: ``s`` is a parameter of the loss (give the
+      loss's parameters to the optimiser, and call :meth:`clamp_logit_scale_`
+      after each ``optimizer.step()``); passing a scale to ``forward`` is then
+      an error, since the loss's own parameter would silently stop learning;
+    * nobody, ``learnable=False``: ``s`` is a fixed buffer, a default that a
+      scale passed to ``forward`` replaces;
+    * a model (as :class:`mmlearn.nn.CLIPModel`): build the loss with
+      ``learnable=False`` and pass the model's ``exp(s)`` to ``forward``.
+
+    The scale is used as it is: ``forward`` never clamps it, so its gradient
+    is never silently zero. The cap ``s <= max_logit_scale = ln 100`` (and
+    ``s >= 0``) is applied by the owner *in place after the optimiser step*,
+    as open_clip's training loop does; :func:`mmlearn.train.train` does it for
+    every module of the model that has a ``clamp_logit_scale_`` method. A
+    clamp inside ``forward`` would zero the gradient above the cap, and
+    AdamW's momentum could then leave ``s`` stuck above it for good.
 
     **Many processes.** When ``torch.distributed`` is initialised with
     ``world_size > 1``, the features of all ranks are gathered
@@ -119,9 +130,11 @@ class ClipLoss(nn.Module):
     parameters with ``1 / world_size`` of the single-process gradient.)
 
     Args:
-        init_logit_scale: initial ``ln(1 / tau)``; default ``ln(1 / 0.07)``.
-        max_logit_scale: the cap on ``ln(scale)``; default ``ln 100``.
-        learnable: train the stored scale (parameter) or keep it fixed (buffer).
+        init_logit_scale: initial ``ln(1 / tau)``; default ``ln(1 / 0.07)``; at most
+            ``max_logit_scale``.
+        max_logit_scale: the cap on ``ln(scale)`` applied by :meth:`clamp_logit_scale_`;
+            default ``ln 100``.
+        learnable: the loss owns and trains the scale (parameter) or keeps it fixed (buffer).
         gather_with_grad: gather other ranks' features with gradients.
         local_loss: compute only this rank's rows (see above).
     """
@@ -134,6 +147,9 @@ class ClipLoss(nn.Module):
             raise ValueError(f"init_logit_scale must be finite, got {init_logit_scale!r}")
         if not math.isfinite(max_logit_scale):
             raise ValueError(f"max_logit_scale must be finite, got {max_logit_scale!r}")
+        if init_logit_scale > max_logit_scale:
+            raise ValueError(f"init_logit_scale ({init_logit_scale!r}) must not exceed "
+                             f"max_logit_scale ({max_logit_scale!r})")
         if local_loss and not gather_with_grad:
             raise ValueError(
                 "local_loss=True requires gather_with_grad=True: each rank's local loss also "
@@ -149,19 +165,38 @@ class ClipLoss(nn.Module):
         self.gather_with_grad = gather_with_grad
         self.local_loss = local_loss
 
-    def scale(self, logit_scale: torch.Tensor | None = None) -> torch.Tensor:
-        """The exponentiated, capped scale: ``exp(min(s, max_logit_scale))``.
+    @property
+    def learnable(self) -> bool:
+        """True when the loss owns a trainable scale."""
+        return isinstance(self.logit_scale, nn.Parameter)
 
-        ``logit_scale`` (already exponentiated) replaces the stored one when given.
-        """
-        if logit_scale is None:
-            return self.logit_scale.clamp(max=self.max_logit_scale).exp()
-        return torch.as_tensor(logit_scale).clamp(max=math.exp(self.max_logit_scale))
+    def scale(self) -> torch.Tensor:
+        """The stored scale, exponentiated: ``exp(s)`` (no clamp, so the gradient flows)."""
+        return self.logit_scale.exp()
+
+    @torch.no_grad()
+    def clamp_logit_scale_(self) -> None:
+        """Clamp a learnable ``s`` into ``[0, max_logit_scale]`` in place (after the step)."""
+        if self.learnable and self.logit_scale.requires_grad:
+            self.logit_scale.clamp_(0.0, self.max_logit_scale)
 
     def forward(self, image_features: torch.Tensor, text_features: torch.Tensor,
                 logit_scale: torch.Tensor | None = None) -> torch.Tensor:
-        """Loss of L2-normalised ``(b, D)`` image and text features (row i pairs with row i)."""
-        scale = self.scale(logit_scale)
+        """Loss of L2-normalised ``(b, D)`` image and text features (row i pairs with row i).
+
+        ``logit_scale``: a model's already exponentiated scale; only when the loss
+        was built with ``learnable=False`` (otherwise the scale would have two owners).
+        """
+        if logit_scale is None:
+            scale = self.scale()
+        elif self.learnable:
+            raise ValueError(
+                "logit_scale was passed to a ClipLoss that owns a learnable scale: one of the "
+                "two would silently stop learning. Build the loss with learnable=False to use "
+                "the model's scale, or pass no logit_scale to use the loss's own"
+            )
+        else:
+            scale = logit_scale
         rank, world_size = rank_and_world_size()
         if world_size == 1:
             return clip_loss(image_features, text_features, scale)

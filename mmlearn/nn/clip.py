@@ -71,7 +71,12 @@ def _pooled(output: torch.Tensor | tuple) -> torch.Tensor:
 class _DualEncoder(nn.Module):
     """What CLIP and LiT share: an image tower, two projections and the logit scale.
 
-    The scale is stored as ``s = ln(1 / tau)`` and used as ``exp(min(s, max_logit_scale))``.
+    The model owns its scale: it is stored as ``s = ln(1 / tau)`` and used as
+    ``exp(s)``, unclamped, so its gradient is never silently zero. After each
+    optimiser step, :meth:`clamp_logit_scale_` clamps ``s`` into
+    ``[0, max_logit_scale]`` in place, as open_clip's training loop does
+    (:func:`mmlearn.train.train` calls it for you). Pair the model with
+    ``ClipLoss(learnable=False)``.
     """
 
     def __init__(self, image_encoder: nn.Module, image_dim: int, text_dim: int,
@@ -83,6 +88,9 @@ class _DualEncoder(nn.Module):
         if not math.isfinite(init_logit_scale) or not math.isfinite(max_logit_scale):
             raise ValueError("init_logit_scale and max_logit_scale must be finite, got "
                              f"{init_logit_scale!r} and {max_logit_scale!r}")
+        if init_logit_scale > max_logit_scale:
+            raise ValueError(f"init_logit_scale ({init_logit_scale!r}) must not exceed "
+                             f"max_logit_scale ({max_logit_scale!r})")
         self.image_encoder = image_encoder
         self.image_projection = nn.Linear(image_dim, embed_dim, bias=False)
         self.text_projection = nn.Linear(text_dim, embed_dim, bias=False)
@@ -90,8 +98,17 @@ class _DualEncoder(nn.Module):
         self.max_logit_scale = float(max_logit_scale)
 
     def scale(self) -> torch.Tensor:
-        """``exp(min(s, max_logit_scale))``: what multiplies the cosine similarities."""
-        return self.logit_scale.clamp(max=self.max_logit_scale).exp()
+        """``exp(s)``: what multiplies the cosine similarities."""
+        return self.logit_scale.exp()
+
+    @torch.no_grad()
+    def clamp_logit_scale_(self) -> None:
+        """Clamp ``s`` into ``[0, max_logit_scale]`` in place; call it after ``optimizer.step()``.
+
+        A scale frozen by the user (``requires_grad=False``) is left as set.
+        """
+        if self.logit_scale.requires_grad:
+            self.logit_scale.clamp_(0.0, self.max_logit_scale)
 
     def encode_image(self, images: torch.Tensor) -> torch.Tensor:
         """``(B, embed_dim)`` L2-normalised image features."""
@@ -112,7 +129,7 @@ class CLIPModel(_DualEncoder):
         image_dim, text_dim: widths of their outputs.
         embed_dim: width of the shared embedding space.
         init_logit_scale: initial ``s = ln(1 / tau)``.
-        max_logit_scale: the cap on ``s`` applied in :meth:`scale` (``ln 100``).
+        max_logit_scale: the cap on ``s`` applied by :meth:`clamp_logit_scale_` (``ln 100``).
     """
 
     def __init__(self, image_encoder: nn.Module, text_encoder: nn.Module, image_dim: int,
@@ -129,7 +146,7 @@ class CLIPModel(_DualEncoder):
     def forward(self, images: torch.Tensor, ids: torch.Tensor,
                 valid: torch.Tensor | None = None,
                 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """``(image_features, text_features, logit_scale.exp())``, the scale capped at 100."""
+        """``(image_features, text_features, logit_scale.exp())``."""
         return self.encode_image(images), self.encode_text(ids, valid), self.scale()
 
 
@@ -211,5 +228,5 @@ class LiTModel(_DualEncoder):
 
     def forward(self, images: torch.Tensor, texts: Sequence[str],
                 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """``(image_features, text_features, logit_scale.exp())``, the scale capped at 100."""
+        """``(image_features, text_features, logit_scale.exp())``."""
         return self.encode_image(images), self.encode_text(texts), self.scale()

@@ -1,5 +1,19 @@
 """Embedded data sets (generated or shipped with packages) and real-format loaders."""
 
+from mmlearn.data.chat import (
+    CHAT_KINDS,
+    IGNORE_INDEX,
+    POPE_SETTINGS,
+    ChatTokenizer,
+    ShapesChat,
+    answer_mask,
+    chat_text,
+    collate_chat,
+    encode_chat,
+    encode_prompt,
+    make_shapes_chat,
+    pope_questions,
+)
 from mmlearn.data.coco import (
     CaptionRecord,
     ImageCaptionDataset,
@@ -61,6 +75,18 @@ __all__ = [
     "imagenet_classes",
     "load_photo",
     "load_photos",
+    "CHAT_KINDS",
+    "IGNORE_INDEX",
+    "POPE_SETTINGS",
+    "ChatTokenizer",
+    "ShapesChat",
+    "answer_mask",
+    "chat_text",
+    "collate_chat",
+    "encode_chat",
+    "encode_prompt",
+    "make_shapes_chat",
+    "pope_questions",
     "DIGIT_WORDS_EN",
     "DIGIT_WORDS_ZH",
     "DigitsCaptionDataset",

@@ -12,13 +12,33 @@ from mmlearn.nn.fusion import (
     MultimodalTransformer,
     UnimodalBaseline,
 )
+from mmlearn.nn.lora import LoRALinear, add_lora, merge_lora
 from mmlearn.nn.positional import PositionalEncoding, sinusoidal_table
 from mmlearn.nn.text import TextTransformer
 from mmlearn.nn.transformer import TransformerEncoder, TransformerEncoderLayer
 from mmlearn.nn.vision import PatchEmbedding, VisionTransformer
+from mmlearn.nn.vlm import (
+    PROJECTORS,
+    MLPProjector,
+    QFormerProjector,
+    VisionLanguageModel,
+    VLMOutput,
+    chat_loss,
+    make_projector,
+)
 from mmlearn.nn.vlp import VisionLanguagePretrainer, append_eos
 
 __all__ = [
+    "PROJECTORS",
+    "LoRALinear",
+    "MLPProjector",
+    "QFormerProjector",
+    "VisionLanguageModel",
+    "VLMOutput",
+    "add_lora",
+    "chat_loss",
+    "make_projector",
+    "merge_lora",
     "CaptionDecoderLayer",
     "ImageCaptioner",
     "CLIPModel",

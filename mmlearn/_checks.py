@@ -44,8 +44,9 @@ def debug_enabled() -> bool:
     return _debug
 
 
-def check_tensor(name: str, value: object, *, ndim: int | Sequence[int] | None = None,
-                 floating: bool = False) -> torch.Tensor:
+def check_tensor(
+    name: str, value: object, *, ndim: int | Sequence[int] | None = None, floating: bool = False
+) -> torch.Tensor:
     """Check that ``value`` is a tensor, optionally of a given rank and a float dtype."""
     if not isinstance(value, torch.Tensor):
         raise TypeError(f"{name} must be a torch.Tensor, got {type(value).__name__}")
@@ -86,8 +87,11 @@ def check_positive(name: str, value: float | torch.Tensor) -> None:
         number = float(value.detach().reshape(-1)[0]) if value.numel() == 1 else None
     else:
         number = value
-    if isinstance(number, bool) or not isinstance(number, int | float) or not (
-            0 < number < float("inf")):
+    if (
+        isinstance(number, bool)
+        or not isinstance(number, int | float)
+        or not (0 < number < float("inf"))
+    ):
         raise ValueError(f"{name} must be a positive finite number, got {value!r}")
 
 

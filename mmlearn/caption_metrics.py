@@ -27,11 +27,14 @@ __all__ = ["corpus_bleu", "ngram_counts"]
 
 def ngram_counts(tokens: Sequence[str], n: int) -> Counter:
     """How often each n-gram (a tuple of ``n`` tokens) occurs in ``tokens``."""
-    return Counter(tuple(tokens[i:i + n]) for i in range(len(tokens) - n + 1))
+    return Counter(tuple(tokens[i : i + n]) for i in range(len(tokens) - n + 1))
 
 
-def corpus_bleu(candidates: Sequence[Sequence[str]],
-                references: Sequence[Sequence[Sequence[str]]], max_n: int = 4) -> float:
+def corpus_bleu(
+    candidates: Sequence[Sequence[str]],
+    references: Sequence[Sequence[Sequence[str]]],
+    max_n: int = 4,
+) -> float:
     """Corpus-level BLEU-``max_n`` of tokenised ``candidates`` against their ``references``.
 
     Args:
@@ -44,8 +47,10 @@ def corpus_bleu(candidates: Sequence[Sequence[str]],
     """
     check_positive_int("max_n", max_n)
     if len(candidates) != len(references):
-        raise ValueError(f"candidates ({len(candidates)}) and references ({len(references)}) "
-                         f"must have the same length")
+        raise ValueError(
+            f"candidates ({len(candidates)}) and references ({len(references)}) "
+            f"must have the same length"
+        )
     if not candidates:
         raise ValueError("candidates must not be empty")
     matches, totals = [0] * max_n, [0] * max_n
@@ -54,8 +59,9 @@ def corpus_bleu(candidates: Sequence[Sequence[str]],
         if not refs:
             raise ValueError("references must hold at least one reference per candidate")
         candidate_length += len(candidate)
-        reference_length += min((len(ref) for ref in refs),
-                                key=lambda length: (abs(length - len(candidate)), length))
+        reference_length += min(
+            (len(ref) for ref in refs), key=lambda length: (abs(length - len(candidate)), length)
+        )
         for n in range(1, max_n + 1):
             counts = ngram_counts(candidate, n)
             best = Counter()
@@ -66,6 +72,9 @@ def corpus_bleu(candidates: Sequence[Sequence[str]],
     if min(matches) == 0:
         return 0.0
     log_precision = sum(math.log(m / t) for m, t in zip(matches, totals, strict=True)) / max_n
-    brevity = 1.0 if candidate_length > reference_length else \
-        math.exp(1.0 - reference_length / candidate_length)
+    brevity = (
+        1.0
+        if candidate_length > reference_length
+        else math.exp(1.0 - reference_length / candidate_length)
+    )
     return brevity * math.exp(log_precision)

@@ -53,8 +53,9 @@ def training_flops(num_parameters: float, num_tokens: float) -> float:
     return 6.0 * n * d
 
 
-def training_seconds(flops: float, peak_flops_per_second: float, utilization: float,
-                     num_devices: int = 1) -> float:
+def training_seconds(
+    flops: float, peak_flops_per_second: float, utilization: float, num_devices: int = 1
+) -> float:
     """Wall-clock seconds to perform ``flops`` on ``num_devices`` accelerators.
 
     Each device delivers ``utilization * peak_flops_per_second`` (the model FLOPs

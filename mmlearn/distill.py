@@ -49,8 +49,9 @@ class KnowledgeDistiller(nn.Module):
     ``eval()`` mode.
     """
 
-    def __init__(self, teacher: nn.Module, student: nn.Module, temperature: float,
-                 alpha: float) -> None:
+    def __init__(
+        self, teacher: nn.Module, student: nn.Module, temperature: float, alpha: float
+    ) -> None:
         super().__init__()
         check_positive("temperature", temperature)
         check_probability("alpha", alpha)
@@ -68,8 +69,9 @@ class KnowledgeDistiller(nn.Module):
         with torch.no_grad():
             teacher_logits = self.teacher(inputs)
         student_logits = self.student(inputs)
-        return distillation_loss(student_logits, teacher_logits, labels,
-                                 self.temperature, self.alpha)
+        return distillation_loss(
+            student_logits, teacher_logits, labels, self.temperature, self.alpha
+        )
 
 
 def _batches(num_samples: int, batch_size: int, generator: torch.Generator):
@@ -84,16 +86,27 @@ def _adamw(model: nn.Module, lr: float, weight_decay: float) -> torch.optim.Adam
     Weight decay goes to the weight matrices only (:func:`mmlearn.optim.param_groups`).
     """
     device = next(model.parameters()).device
-    return torch.optim.AdamW(param_groups(model, weight_decay), lr=lr,
-                             fused=device.type in ("cpu", "cuda"))
+    return torch.optim.AdamW(
+        param_groups(model, weight_decay), lr=lr, fused=device.type in ("cpu", "cuda")
+    )
 
 
-def fit_classifier(model: nn.Module, inputs: torch.Tensor, labels: torch.Tensor, *,
-                   epochs: int, batch_size: int = 128, lr: float = 1e-2,
-                   weight_decay: float = 0.0, teacher: nn.Module | None = None,
-                   temperature: float = 4.0, alpha: float = 0.9,
-                   augment: Augment | None = None, seed: int = 0,
-                   progress: bool = False) -> list[float]:
+def fit_classifier(
+    model: nn.Module,
+    inputs: torch.Tensor,
+    labels: torch.Tensor,
+    *,
+    epochs: int,
+    batch_size: int = 128,
+    lr: float = 1e-2,
+    weight_decay: float = 0.0,
+    teacher: nn.Module | None = None,
+    temperature: float = 4.0,
+    alpha: float = 0.9,
+    augment: Augment | None = None,
+    seed: int = 0,
+    progress: bool = False,
+) -> list[float]:
     """Train ``model`` with AdamW on ``(inputs, labels)``; return the mean loss of each epoch.
 
     Without a teacher the loss is the cross-entropy with the labels. With a
@@ -110,8 +123,7 @@ def fit_classifier(model: nn.Module, inputs: torch.Tensor, labels: torch.Tensor,
     check_positive_int("epochs", epochs)
     check_positive_int("batch_size", batch_size)
     check_positive("lr", lr)
-    distiller = None if teacher is None else KnowledgeDistiller(teacher, model, temperature,
-                                                                alpha)
+    distiller = None if teacher is None else KnowledgeDistiller(teacher, model, temperature, alpha)
     cached_teacher_logits = None
     if distiller is not None and augment is None:
         # The frozen teacher sees the same inputs every epoch: ask it once.
@@ -133,8 +145,9 @@ def fit_classifier(model: nn.Module, inputs: torch.Tensor, labels: torch.Tensor,
             elif cached_teacher_logits is None:
                 loss = distiller(batch, target)
             else:
-                loss = distillation_loss(model(batch), cached_teacher_logits[index], target,
-                                         temperature, alpha)
+                loss = distillation_loss(
+                    model(batch), cached_teacher_logits[index], target, temperature, alpha
+                )
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
@@ -151,14 +164,20 @@ class DigitsCNN(nn.Module):
     ``features`` gives the 128-d penultimate representation (a FitNets-style hint).
     """
 
-    def __init__(self, channels: int = 16, hidden: int = 128, dropout: float = 0.3,
-                 num_classes: int = 10) -> None:
+    def __init__(
+        self, channels: int = 16, hidden: int = 128, dropout: float = 0.3, num_classes: int = 10
+    ) -> None:
         super().__init__()
         self.conv = nn.Sequential(
-            nn.Conv2d(1, channels, 3, padding=1), nn.ReLU(),
-            nn.Conv2d(channels, 2 * channels, 3, padding=1), nn.ReLU(),
-            nn.MaxPool2d(2), nn.Flatten(), nn.Dropout(dropout),
-            nn.Linear(2 * channels * 16, hidden), nn.ReLU(),
+            nn.Conv2d(1, channels, 3, padding=1),
+            nn.ReLU(),
+            nn.Conv2d(channels, 2 * channels, 3, padding=1),
+            nn.ReLU(),
+            nn.MaxPool2d(2),
+            nn.Flatten(),
+            nn.Dropout(dropout),
+            nn.Linear(2 * channels * 16, hidden),
+            nn.ReLU(),
         )
         self.head = nn.Sequential(nn.Dropout(dropout), nn.Linear(hidden, num_classes))
 
@@ -175,8 +194,9 @@ def digits_mlp(hidden: int, num_classes: int = 10) -> nn.Sequential:
     return nn.Sequential(nn.Linear(64, hidden), nn.ReLU(), nn.Linear(hidden, num_classes))
 
 
-def random_shift(images: torch.Tensor, generator: torch.Generator,
-                 max_shift: int = 1) -> torch.Tensor:
+def random_shift(
+    images: torch.Tensor, generator: torch.Generator, max_shift: int = 1
+) -> torch.Tensor:
     """Shift each 8x8 digit by up to ``max_shift`` pixels in x and y (zero fill).
 
     Accepts ``(N, 64)`` or ``(N, 1, 8, 8)`` and returns the same shape. The

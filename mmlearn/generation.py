@@ -27,8 +27,16 @@ import torch
 from mmlearn._checks import check_positive, check_positive_int, check_tensor
 from mmlearn.nn.decoder import KVCache, TransformerDecoder
 
-__all__ = ["DecoderStepper", "GenerationOutput", "RecomputeStepper", "Stepper",
-           "beam_search", "generate", "greedy", "sample"]
+__all__ = [
+    "DecoderStepper",
+    "GenerationOutput",
+    "RecomputeStepper",
+    "Stepper",
+    "beam_search",
+    "generate",
+    "greedy",
+    "sample",
+]
 
 
 class Stepper(Protocol):
@@ -70,9 +78,15 @@ class DecoderStepper:
             recompute the whole sequence at every step.
     """
 
-    def __init__(self, decoder: TransformerDecoder, memory: torch.Tensor | None = None, *,
-                 memory_valid: torch.Tensor | None = None,
-                 prefix_embeds: torch.Tensor | None = None, use_cache: bool = True) -> None:
+    def __init__(
+        self,
+        decoder: TransformerDecoder,
+        memory: torch.Tensor | None = None,
+        *,
+        memory_valid: torch.Tensor | None = None,
+        prefix_embeds: torch.Tensor | None = None,
+        use_cache: bool = True,
+    ) -> None:
         if not isinstance(decoder, TransformerDecoder):
             raise TypeError(f"decoder must be a TransformerDecoder, got {type(decoder).__name__}")
         if prefix_embeds is not None:
@@ -89,8 +103,10 @@ class DecoderStepper:
         valid = ids != pad if pad is not None else torch.ones_like(ids, dtype=torch.bool)
         if first and self.prefix is not None:
             if self.prefix.shape[0] != ids.shape[0]:
-                raise ValueError(f"batch sizes of prefix_embeds ({self.prefix.shape[0]}) "
-                                 f"and ids ({ids.shape[0]}) must be equal")
+                raise ValueError(
+                    f"batch sizes of prefix_embeds ({self.prefix.shape[0]}) "
+                    f"and ids ({ids.shape[0]}) must be equal"
+                )
             ones = torch.ones(self.prefix.shape[:2], dtype=torch.bool, device=ids.device)
             embeds, valid = torch.cat([self.prefix, embeds], 1), torch.cat([ones, valid], 1)
         return embeds, valid
@@ -101,13 +117,22 @@ class DecoderStepper:
         if self.use_cache:
             first = self.cache.length == 0
             embeds, valid = self._inputs(ids, first)
-            out = self.decoder(inputs_embeds=embeds, memory=self.memory if first else None,
-                               cache=self.cache, valid=valid, memory_valid=self.memory_valid)
+            out = self.decoder(
+                inputs_embeds=embeds,
+                memory=self.memory if first else None,
+                cache=self.cache,
+                valid=valid,
+                memory_valid=self.memory_valid,
+            )
         else:
             self.ids = ids if self.ids is None else torch.cat([self.ids, ids], dim=1)
             embeds, valid = self._inputs(self.ids, True)
-            out = self.decoder(inputs_embeds=embeds, memory=self.memory, valid=valid,
-                               memory_valid=self.memory_valid)
+            out = self.decoder(
+                inputs_embeds=embeds,
+                memory=self.memory,
+                valid=valid,
+                memory_valid=self.memory_valid,
+            )
         return out.logits[:, -1]
 
     def reorder(self, indices: torch.Tensor) -> None:
@@ -116,7 +141,8 @@ class DecoderStepper:
             self.cache.reorder(indices)
         self.memory, self.memory_valid, self.prefix, self.ids = (
             None if t is None else t.index_select(0, indices)
-            for t in (self.memory, self.memory_valid, self.prefix, self.ids))
+            for t in (self.memory, self.memory_valid, self.prefix, self.ids)
+        )
 
 
 class RecomputeStepper:
@@ -149,8 +175,10 @@ class RecomputeStepper:
 def _check_prompt(prompt: torch.Tensor) -> None:
     check_tensor("prompt", prompt, ndim=2)
     if prompt.dtype != torch.long or prompt.shape[1] == 0:
-        raise ValueError(f"prompt must be a long tensor (B, L0) with L0 >= 1, got "
-                         f"{prompt.dtype} {tuple(prompt.shape)}")
+        raise ValueError(
+            f"prompt must be a long tensor (B, L0) with L0 >= 1, got "
+            f"{prompt.dtype} {tuple(prompt.shape)}"
+        )
 
 
 def _check_ids(eos_id: int | None, pad_id: int) -> None:
@@ -160,9 +188,14 @@ def _check_ids(eos_id: int | None, pad_id: int) -> None:
         raise ValueError(f"pad_id must be a non-negative int, got {pad_id!r}")
 
 
-def _decode(stepper: Stepper, prompt: torch.Tensor, max_new_tokens: int,
-            choose: Callable[[torch.Tensor], torch.Tensor], eos_id: int | None,
-            pad_id: int) -> GenerationOutput:
+def _decode(
+    stepper: Stepper,
+    prompt: torch.Tensor,
+    max_new_tokens: int,
+    choose: Callable[[torch.Tensor], torch.Tensor],
+    eos_id: int | None,
+    pad_id: int,
+) -> GenerationOutput:
     """One token per step, picked by ``choose(logits) -> (B,)``, until EOS or the limit."""
     _check_prompt(prompt)
     check_positive_int("max_new_tokens", max_new_tokens)
@@ -187,8 +220,14 @@ def _decode(stepper: Stepper, prompt: torch.Tensor, max_new_tokens: int,
     return GenerationOutput(sequences, scores, torch.stack(all_logits, dim=1))
 
 
-def greedy(stepper: Stepper, prompt: torch.Tensor, max_new_tokens: int, *,
-           eos_id: int | None = None, pad_id: int = 0) -> GenerationOutput:
+def greedy(
+    stepper: Stepper,
+    prompt: torch.Tensor,
+    max_new_tokens: int,
+    *,
+    eos_id: int | None = None,
+    pad_id: int = 0,
+) -> GenerationOutput:
     """Greedy decoding: at each step the most probable token, ``argmax p(w | w_<t, image)``.
 
     Args:
@@ -201,10 +240,17 @@ def greedy(stepper: Stepper, prompt: torch.Tensor, max_new_tokens: int, *,
     return _decode(stepper, prompt, max_new_tokens, lambda z: z.argmax(dim=-1), eos_id, pad_id)
 
 
-def sample(stepper: Stepper, prompt: torch.Tensor, max_new_tokens: int, *,
-           temperature: float = 1.0, top_k: int | None = None,
-           generator: torch.Generator | None = None, eos_id: int | None = None,
-           pad_id: int = 0) -> GenerationOutput:
+def sample(
+    stepper: Stepper,
+    prompt: torch.Tensor,
+    max_new_tokens: int,
+    *,
+    temperature: float = 1.0,
+    top_k: int | None = None,
+    generator: torch.Generator | None = None,
+    eos_id: int | None = None,
+    pad_id: int = 0,
+) -> GenerationOutput:
     """Sampling from ``softmax(logits / temperature)``, restricted to the ``top_k`` best tokens.
 
     ``top_k=1`` is greedy decoding; a low temperature approaches it, a high one
@@ -225,9 +271,16 @@ def sample(stepper: Stepper, prompt: torch.Tensor, max_new_tokens: int, *,
     return _decode(stepper, prompt, max_new_tokens, choose, eos_id, pad_id)
 
 
-def beam_search(stepper: Stepper, prompt: torch.Tensor, max_new_tokens: int, *,
-                beam_size: int = 4, length_penalty: float = 1.0, eos_id: int | None = None,
-                pad_id: int = 0) -> GenerationOutput:
+def beam_search(
+    stepper: Stepper,
+    prompt: torch.Tensor,
+    max_new_tokens: int,
+    *,
+    beam_size: int = 4,
+    length_penalty: float = 1.0,
+    eos_id: int | None = None,
+    pad_id: int = 0,
+) -> GenerationOutput:
     """Beam search: keep the ``beam_size`` most probable partial sequences at every step.
 
     Each beam is extended by every token; of the ``beam_size * vocab_size`` candidates
@@ -274,8 +327,14 @@ def beam_search(stepper: Stepper, prompt: torch.Tensor, max_new_tokens: int, *,
 STRATEGIES = {"greedy": greedy, "beam": beam_search, "sample": sample}
 
 
-def generate(stepper: Stepper, prompt: torch.Tensor, max_new_tokens: int, *,
-             method: str = "greedy", **options: object) -> GenerationOutput:
+def generate(
+    stepper: Stepper,
+    prompt: torch.Tensor,
+    max_new_tokens: int,
+    *,
+    method: str = "greedy",
+    **options: object,
+) -> GenerationOutput:
     """Decode with ``method`` in ``"greedy"``, ``"beam"`` or ``"sample"`` (options passed on)."""
     if method not in STRATEGIES:
         raise ValueError(f"method must be one of {sorted(STRATEGIES)}, got {method!r}")

@@ -30,15 +30,21 @@ def _as_tuple(inputs: torch.Tensor | Sequence[torch.Tensor]) -> tuple[torch.Tens
     for index, tensor in enumerate(tensors):
         check_tensor(f"inputs[{index}]", tensor)
         if tensor.dim() == 0 or tensor.shape[0] != tensors[0].shape[0]:
-            raise ValueError(f"inputs must share their first (batch) dimension "
-                             f"{tensors[0].shape[0]}, inputs[{index}] has shape "
-                             f"{tuple(tensor.shape)}")
+            raise ValueError(
+                f"inputs must share their first (batch) dimension "
+                f"{tensors[0].shape[0]}, inputs[{index}] has shape "
+                f"{tuple(tensor.shape)}"
+            )
     return tensors
 
 
 @torch.inference_mode()
-def predict_batched(model: nn.Module, inputs: torch.Tensor | Sequence[torch.Tensor],
-                    batch_size: int, device: torch.device | str) -> torch.Tensor:
+def predict_batched(
+    model: nn.Module,
+    inputs: torch.Tensor | Sequence[torch.Tensor],
+    batch_size: int,
+    device: torch.device | str,
+) -> torch.Tensor:
     """Run ``model`` over ``inputs`` in batches, in eval mode, without building a graph.
 
     Args:
@@ -60,7 +66,7 @@ def predict_batched(model: nn.Module, inputs: torch.Tensor | Sequence[torch.Tens
     outputs = []
     try:
         for start in range(0, tensors[0].shape[0], batch_size):
-            batch = [tensor[start:start + batch_size].to(device) for tensor in tensors]
+            batch = [tensor[start : start + batch_size].to(device) for tensor in tensors]
             output = model(*batch)
             output = output[0] if isinstance(output, tuple) else output
             outputs.append(output.cpu())
@@ -78,10 +84,15 @@ def _synchronize(device: torch.device) -> None:
 
 
 @torch.inference_mode()
-def measure_latency(fn: Callable[..., object], batch_sizes: Sequence[int],
-                    make_inputs: Callable[[int], Sequence[torch.Tensor]], *,
-                    device: torch.device | str = "cpu", warmup: int = 3,
-                    repeats: int = 10) -> pd.DataFrame:
+def measure_latency(
+    fn: Callable[..., object],
+    batch_sizes: Sequence[int],
+    make_inputs: Callable[[int], Sequence[torch.Tensor]],
+    *,
+    device: torch.device | str = "cpu",
+    warmup: int = 3,
+    repeats: int = 10,
+) -> pd.DataFrame:
     """Time ``fn(*make_inputs(b))`` for each batch size ``b``.
 
     For every batch size the inputs are made once (not timed), ``fn`` runs
@@ -121,7 +132,13 @@ def measure_latency(fn: Callable[..., object], batch_sizes: Sequence[int],
             _synchronize(device)
             times.append(time.perf_counter() - start)
         median = statistics.median(times)
-        rows.append({"batch_size": size, "latency_ms": 1e3 * median,
-                     "latency_ms_min": 1e3 * min(times), "throughput": size / median,
-                     "ms_per_example": 1e3 * median / size})
+        rows.append(
+            {
+                "batch_size": size,
+                "latency_ms": 1e3 * median,
+                "latency_ms_min": 1e3 * min(times),
+                "throughput": size / median,
+                "ms_per_example": 1e3 * median / size,
+            }
+        )
     return pd.DataFrame(rows)

@@ -31,8 +31,10 @@ def _check_index_vector(name: str, value: torch.Tensor, length: int, upper: int)
     if value.shape[0] != length:
         raise ValueError(f"{name} must have {length} entries, got {value.shape[0]}")
     if value.numel() and (value.min() < 0 or value.max() >= upper):
-        raise ValueError(f"{name} must lie in [0, {upper}), got values in "
-                         f"[{int(value.min())}, {int(value.max())}]")
+        raise ValueError(
+            f"{name} must lie in [0, {upper}), got values in "
+            f"[{int(value.min())}, {int(value.max())}]"
+        )
 
 
 def _ranks_of_best_match(scores: torch.Tensor, correct: torch.Tensor) -> torch.Tensor:
@@ -46,8 +48,9 @@ def _ranks_of_best_match(scores: torch.Tensor, correct: torch.Tensor) -> torch.T
     return ((scores >= best_correct) & ~correct).sum(dim=1)
 
 
-def recall_at_k(similarity: torch.Tensor, text_to_image: torch.Tensor,
-                ks: Sequence[int] = (1, 5, 10)) -> dict[str, dict[int, float]]:
+def recall_at_k(
+    similarity: torch.Tensor, text_to_image: torch.Tensor, ks: Sequence[int] = (1, 5, 10)
+) -> dict[str, dict[int, float]]:
     """Recall@K of retrieval in both directions.
 
     * image->text: image i is a hit at K if ANY of its captions is among the
@@ -71,8 +74,10 @@ def recall_at_k(similarity: torch.Tensor, text_to_image: torch.Tensor,
     check_tensor("similarity", similarity, ndim=2, floating=True)
     num_images, num_texts = similarity.shape
     if num_images == 0 or num_texts == 0:
-        raise ValueError(f"similarity must have at least one image (row) and one text "
-                         f"(column), got shape {tuple(similarity.shape)}")
+        raise ValueError(
+            f"similarity must have at least one image (row) and one text "
+            f"(column), got shape {tuple(similarity.shape)}"
+        )
     _check_index_vector("text_to_image", text_to_image, num_texts, num_images)
     ks = [check_positive_int("ks", k) for k in ks]
     if not ks:
@@ -89,8 +94,9 @@ def recall_at_k(similarity: torch.Tensor, text_to_image: torch.Tensor,
 
 
 @torch.no_grad()
-def zero_shot_classifier(text_encoder_fn: Callable[[list[str]], torch.Tensor],
-                         class_prompts: Sequence[Sequence[str]]) -> torch.Tensor:
+def zero_shot_classifier(
+    text_encoder_fn: Callable[[list[str]], torch.Tensor], class_prompts: Sequence[Sequence[str]]
+) -> torch.Tensor:
     """One embedding per class: the normalised mean of its prompts' normalised embeddings.
 
     Args:
@@ -105,39 +111,51 @@ def zero_shot_classifier(text_encoder_fn: Callable[[list[str]], torch.Tensor],
     if not callable(text_encoder_fn):
         raise TypeError(f"text_encoder_fn must be callable, got {type(text_encoder_fn).__name__}")
     if isinstance(class_prompts, str) or len(class_prompts) == 0:
-        raise ValueError("class_prompts must be a non-empty list with one list of prompts "
-                         "per class")
+        raise ValueError(
+            "class_prompts must be a non-empty list with one list of prompts per class"
+        )
     for index, prompts in enumerate(class_prompts):
-        if isinstance(prompts, str) or len(prompts) == 0 \
-                or not all(isinstance(p, str) for p in prompts):
-            raise ValueError(f"class_prompts[{index}] must be a non-empty list of strings, "
-                             f"got {prompts!r}")
+        if (
+            isinstance(prompts, str)
+            or len(prompts) == 0
+            or not all(isinstance(p, str) for p in prompts)
+        ):
+            raise ValueError(
+                f"class_prompts[{index}] must be a non-empty list of strings, got {prompts!r}"
+            )
     texts = [prompt for prompts in class_prompts for prompt in prompts]
     features = text_encoder_fn(texts)
     check_tensor("text_encoder_fn(prompts)", features, ndim=2, floating=True)
-    check_same_size("prompts", len(texts), "text_encoder_fn(prompts)", features.shape[0],
-                    "row counts")
+    check_same_size(
+        "prompts", len(texts), "text_encoder_fn(prompts)", features.shape[0], "row counts"
+    )
     features = F.normalize(features, dim=-1)
-    class_means = torch.stack([chunk.mean(dim=0) for chunk in
-                               features.split([len(p) for p in class_prompts])])
+    class_means = torch.stack(
+        [chunk.mean(dim=0) for chunk in features.split([len(p) for p in class_prompts])]
+    )
     return F.normalize(class_means, dim=-1)
 
 
-def zero_shot_predict(image_features: torch.Tensor,
-                      class_embeddings: torch.Tensor) -> torch.Tensor:
+def zero_shot_predict(image_features: torch.Tensor, class_embeddings: torch.Tensor) -> torch.Tensor:
     """``(N,)`` predicted class: the class embedding with the highest cosine similarity."""
     check_tensor("image_features", image_features, ndim=2, floating=True)
     check_tensor("class_embeddings", class_embeddings, ndim=2, floating=True)
-    check_same_size("image_features", image_features.shape[1], "class_embeddings",
-                    class_embeddings.shape[1], "feature widths D")
+    check_same_size(
+        "image_features",
+        image_features.shape[1],
+        "class_embeddings",
+        class_embeddings.shape[1],
+        "feature widths D",
+    )
     if class_embeddings.shape[0] == 0:
         raise ValueError("class_embeddings must have at least one class (row)")
     scores = F.normalize(image_features, dim=-1) @ class_embeddings.to(image_features.dtype).T
     return scores.argmax(dim=1)
 
 
-def zero_shot_accuracy(image_features: torch.Tensor, class_embeddings: torch.Tensor,
-                       labels: torch.Tensor) -> float:
+def zero_shot_accuracy(
+    image_features: torch.Tensor, class_embeddings: torch.Tensor, labels: torch.Tensor
+) -> float:
     """Fraction of images whose :func:`zero_shot_predict` class equals ``labels``.
 
     Args:

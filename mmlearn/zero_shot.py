@@ -60,13 +60,21 @@ class ConSE:
     model's device; move both models there first.
     """
 
-    def __init__(self, classifier: torch.nn.Module, text_model, tokenizer,
-                 class_names: Sequence[str], top_k: int = 10) -> None:
+    def __init__(
+        self,
+        classifier: torch.nn.Module,
+        text_model,
+        tokenizer,
+        class_names: Sequence[str],
+        top_k: int = 10,
+    ) -> None:
         self.top_k = check_positive_int("top_k", top_k)
         self.class_names = list(class_names)
         if top_k > len(self.class_names):
-            raise ValueError(f"top_k must be at most the number of classes "
-                             f"({len(self.class_names)}), got {top_k}")
+            raise ValueError(
+                f"top_k must be at most the number of classes "
+                f"({len(self.class_names)}), got {top_k}"
+            )
         self.classifier = classifier.eval()
         self.text_model, self.tokenizer = text_model, tokenizer
         self.class_embeddings = self.encode_text(self.class_names)  # (C, D), unit rows
@@ -83,8 +91,9 @@ class ConSE:
         """Last convolutional features ``(B, 1280, 7, 7)`` and ImageNet logits ``(B, 1000)``."""
         check_tensor("pixel_values", pixel_values, ndim=4, floating=True)
         if pixel_values.shape[1] != 3:
-            raise ValueError(f"pixel_values must be RGB (B, 3, H, W), got shape "
-                             f"{tuple(pixel_values.shape)}")
+            raise ValueError(
+                f"pixel_values must be RGB (B, 3, H, W), got shape {tuple(pixel_values.shape)}"
+            )
         features = self.classifier.extract_features(pixel_values.to(self.device))
         return features, classifier_head(self.classifier, features)
 
@@ -99,14 +108,16 @@ class ConSE:
         k = self.top_k if top_k is None else top_k
         return conse_embedding(self.probabilities(pixel_values), self.class_embeddings, k)
 
-    def similarity(self, pixel_values: torch.Tensor, prompts: Sequence[str],
-                   top_k: int | None = None) -> torch.Tensor:
+    def similarity(
+        self, pixel_values: torch.Tensor, prompts: Sequence[str], top_k: int | None = None
+    ) -> torch.Tensor:
         """Cosine similarities ``(B, P)`` between the photos and the prompts."""
         texts = self.encode_text(prompts)
         return self.encode_image(pixel_values, top_k) @ texts.T
 
-    def saliency(self, pixel_values: torch.Tensor, prompts: Sequence[str],
-                 size: Sequence[int] | None = None) -> torch.Tensor:
+    def saliency(
+        self, pixel_values: torch.Tensor, prompts: Sequence[str], size: Sequence[int] | None = None
+    ) -> torch.Tensor:
         """Grad-CAM maps ``(B, P, H, W)`` of each photo-prompt cosine similarity.
 
         The score explained is ``cos(conse_embedding(x), text(prompt))``; its gradient
@@ -125,15 +136,22 @@ class ConSE:
             image = conse_embedding(probabilities, self.class_embeddings, self.top_k)
             scores = image @ texts.T  # (B, P)
             for column in range(scores.shape[1]):
-                (gradients,) = torch.autograd.grad(scores[:, column].sum(), features,
-                                                   retain_graph=column + 1 < scores.shape[1])
+                (gradients,) = torch.autograd.grad(
+                    scores[:, column].sum(), features, retain_graph=column + 1 < scores.shape[1]
+                )
                 maps.append(grad_cam(features.detach(), gradients, out_size))
         return torch.stack(maps, dim=1)
 
 
 @torch.no_grad()
-def clip_zero_shot(model, image_processor, tokenizer, photos: Sequence, prompts: Sequence[str],
-                   device: torch.device | str | None = None) -> torch.Tensor:
+def clip_zero_shot(
+    model,
+    image_processor,
+    tokenizer,
+    photos: Sequence,
+    prompts: Sequence[str],
+    device: torch.device | str | None = None,
+) -> torch.Tensor:
     """Zero-shot probabilities ``(num_photos, num_prompts)`` from a ``transformers`` CLIP.
 
     Args:
@@ -152,7 +170,9 @@ def clip_zero_shot(model, image_processor, tokenizer, photos: Sequence, prompts:
     device = next(model.parameters()).device if device is None else torch.device(device)
     pixels = image_processor(images=list(photos), return_tensors="pt")["pixel_values"]
     text = tokenizer(prompts, padding=True, return_tensors="pt")
-    logits = model(input_ids=text["input_ids"].to(device),
-                   attention_mask=text["attention_mask"].to(device),
-                   pixel_values=pixels.to(device)).logits_per_image
+    logits = model(
+        input_ids=text["input_ids"].to(device),
+        attention_mask=text["attention_mask"].to(device),
+        pixel_values=pixels.to(device),
+    ).logits_per_image
     return logits.softmax(dim=-1).cpu()

@@ -34,13 +34,18 @@ from traitlets.config.loader import PyFileConfigLoader  # noqa: E402
 
 ASSIGNMENTS = ["a1_attention", "a2_contrastive", "a3_distillation"]
 POINTS_PER_ASSIGNMENT = 10
-SECRET_REGIONS = [("### BEGIN SOLUTION", "### END SOLUTION"),
-                  ("### BEGIN HIDDEN TESTS", "### END HIDDEN TESTS")]
+SECRET_REGIONS = [
+    ("### BEGIN SOLUTION", "### END SOLUTION"),
+    ("### BEGIN HIDDEN TESTS", "### END HIDDEN TESTS"),
+]
 # One realistic mistake per assignment: (solution cell, text in it, replacement).
 BUGS = {
     "a1_attention": ("scaled_dot_product_attention", " / math.sqrt(query.shape[-1])", ""),
-    "a2_contrastive": ("clip_loss", "return (image_to_text + text_to_image) / 2",
-                       "return image_to_text"),
+    "a2_contrastive": (
+        "clip_loss",
+        "return (image_to_text + text_to_image) / 2",
+        "return image_to_text",
+    ),
     "a3_distillation": ("distillation_loss", "alpha * temperature**2 * kl", "alpha * kl"),
 }
 
@@ -100,8 +105,9 @@ def grade_assignment(assignment: str, course_root: str) -> dict:
     submissions = {
         "teacher": nbformat.read(source_path(assignment), as_version=4),
         "student": nbformat.read(release, as_version=4),
-        "one_wrong": break_one_function(nbformat.read(source_path(assignment), as_version=4),
-                                        assignment),
+        "one_wrong": break_one_function(
+            nbformat.read(source_path(assignment), as_version=4), assignment
+        ),
     }
     grades = {}
     for student, nb in submissions.items():
@@ -113,8 +119,9 @@ def grade_assignment(assignment: str, course_root: str) -> dict:
             return {"error": f"autograde {student}: {result['error']}\n{result['log']}"}
         with api.gradebook as gradebook:
             notebook = gradebook.find_submission_notebook(assignment, assignment, student)
-            grades[student] = {grade.name: [grade.score, grade.max_score]
-                               for grade in notebook.grades}
+            grades[student] = {
+                grade.name: [grade.score, grade.max_score] for grade in notebook.grades
+            }
     return {"release": release.read_text(encoding="utf-8"), "grades": grades}
 
 
@@ -143,8 +150,11 @@ def graded(tmp_path_factory) -> dict[str, dict]:
 def grade_points(assignment: str) -> dict[str, float]:
     """grade_id -> points of every autograded cell of the source notebook."""
     nb = nbformat.read(source_path(assignment), as_version=4)
-    return {meta["grade_id"]: float(meta["points"]) for cell in nb.cells
-            if (meta := nbgrader_meta(cell)).get("grade")}
+    return {
+        meta["grade_id"]: float(meta["points"])
+        for cell in nb.cells
+        if (meta := nbgrader_meta(cell)).get("grade")
+    }
 
 
 def results_of(graded: dict, assignment: str) -> dict:
@@ -155,18 +165,23 @@ def results_of(graded: dict, assignment: str) -> dict:
 
 # --- the source notebooks themselves (fast, no execution) -------------------------------
 
+
 @pytest.mark.parametrize("assignment", ASSIGNMENTS)
 def test_source_notebook_is_a_valid_nbgrader_assignment(assignment: str):
     nb = nbformat.read(source_path(assignment), as_version=4)
     nbformat.validate(nb)
     assert nb.cells[0].cell_type == "markdown" and nb.cells[0].source.startswith("# ")
-    dirty = [i for i, cell in enumerate(nb.cells)
-             if cell.cell_type == "code" and (cell.outputs or cell.execution_count)]
+    dirty = [
+        i
+        for i, cell in enumerate(nb.cells)
+        if cell.cell_type == "code" and (cell.outputs or cell.execution_count)
+    ]
     assert not dirty, f"cells {dirty} carry outputs"
     solutions = [nbgrader_meta(c)["grade_id"] for c in nb.cells if nbgrader_meta(c).get("solution")]
     tests = [nbgrader_meta(c)["grade_id"] for c in nb.cells if nbgrader_meta(c).get("grade")]
     assert solutions and tests == [f"test_{name}" for name in solutions], (
-        "every solution cell <f> is followed by exactly one graded cell test_<f>")
+        "every solution cell <f> is followed by exactly one graded cell test_<f>"
+    )
     assert sum(grade_points(assignment).values()) == POINTS_PER_ASSIGNMENT
     for cell in nb.cells:
         meta = nbgrader_meta(cell)
@@ -189,20 +204,27 @@ def test_first_code_cell_is_the_books_colab_setup_cell(assignment: str):
 
 def test_secret_lines_finds_solutions_and_hidden_tests():
     """The helper the release test relies on must actually see inside the regions."""
-    source = "def f():\n    ### BEGIN SOLUTION\n    return 42\n    ### END SOLUTION\n" \
-             "assert f()\n### BEGIN HIDDEN TESTS\nassert f() == 42\n### END HIDDEN TESTS\n"
+    source = (
+        "def f():\n    ### BEGIN SOLUTION\n    return 42\n    ### END SOLUTION\n"
+        "assert f()\n### BEGIN HIDDEN TESTS\nassert f() == 42\n### END HIDDEN TESTS\n"
+    )
     assert secret_lines(source) == ["return 42", "assert f() == 42"]
 
 
 # --- nbgrader: generate and autograde ------------------------------------------------------
+
 
 @pytest.mark.parametrize("assignment", ASSIGNMENTS)
 def test_student_version_has_no_solution_and_no_hidden_test(graded, assignment: str):
     release = nbformat.reads(results_of(graded, assignment)["release"], as_version=4)
     source = nbformat.read(source_path(assignment), as_version=4)
     release_lines = {line.strip() for cell in release.cells for line in cell.source.splitlines()}
-    public_lines = {line.strip() for cell in source.cells for line in cell.source.splitlines()
-                    if line.strip() not in set(secret_lines(cell.source))}
+    public_lines = {
+        line.strip()
+        for cell in source.cells
+        for line in cell.source.splitlines()
+        if line.strip() not in set(secret_lines(cell.source))
+    }
     secrets = {line for cell in source.cells for line in secret_lines(cell.source)}
     leaked = sorted((secrets - public_lines) & release_lines)
     assert secrets and not leaked, f"the student version leaks: {leaked}"

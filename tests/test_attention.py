@@ -51,8 +51,11 @@ def brute_force_attention(query, key, value, mask=None):
     q = query.reshape(-1, length_q, d_k)
     k = key.reshape(-1, length_k, d_k)
     v = value.reshape(-1, length_k, value.shape[-1])
-    m = None if mask is None else mask.expand(*batch, length_q, length_k).reshape(-1, length_q,
-                                                                                   length_k)
+    m = (
+        None
+        if mask is None
+        else mask.expand(*batch, length_q, length_k).reshape(-1, length_q, length_k)
+    )
     out = torch.zeros(q.shape[0], length_q, v.shape[-1], dtype=F64)
     weights = torch.zeros(q.shape[0], length_q, length_k, dtype=F64)
     for b in range(q.shape[0]):
@@ -70,17 +73,19 @@ def brute_force_attention(query, key, value, mask=None):
 # --- attention against references -----------------------------------------------------------
 
 
-@pytest.mark.parametrize("shape_q, shape_k, d_v", [
-    ((5, 8), (7, 8), 3),  # 2-D: one sequence
-    ((2, 5, 8), (2, 7, 8), 4),  # 3-D: a batch
-    ((2, 3, 5, 8), (2, 3, 7, 8), 6),  # 4-D: batch x heads
-])
+@pytest.mark.parametrize(
+    "shape_q, shape_k, d_v",
+    [
+        ((5, 8), (7, 8), 3),  # 2-D: one sequence
+        ((2, 5, 8), (2, 7, 8), 4),  # 3-D: a batch
+        ((2, 3, 5, 8), (2, 3, 7, 8), 6),  # 4-D: batch x heads
+    ],
+)
 def test_attention_matches_sdpa_without_mask(shape_q, shape_k, d_v):
     q, k = randn(*shape_q, seed=1), randn(*shape_k, seed=2)
     v = randn(*shape_k[:-1], d_v, seed=3)
     out, weights = attention(q, k, v)
-    torch.testing.assert_close(out, F.scaled_dot_product_attention(q, k, v), rtol=1e-12,
-                               atol=1e-12)
+    torch.testing.assert_close(out, F.scaled_dot_product_attention(q, k, v), rtol=1e-12, atol=1e-12)
     assert weights.shape == (*shape_q[:-1], shape_k[-2])
 
 
@@ -102,8 +107,9 @@ def test_inverted_mask_gives_a_different_result():
     out, _ = attention(q, k, v, mask)
     out_inverted, _ = attention(q, k, v, inverted)
     assert not torch.allclose(out, out_inverted)
-    torch.testing.assert_close(out_inverted,
-                               F.scaled_dot_product_attention(q, k, v, attn_mask=inverted))
+    torch.testing.assert_close(
+        out_inverted, F.scaled_dot_product_attention(q, k, v, attn_mask=inverted)
+    )
 
 
 @pytest.mark.parametrize("length_q, length_k", [(6, 6), (4, 9), (9, 4)])
@@ -114,8 +120,9 @@ def test_causal_mask_matches_sdpa_is_causal_upper_left(length_q, length_k):
     expected_mask = torch.ones(length_q, length_k, dtype=torch.bool).tril(diagonal=0)
     assert torch.equal(mask, expected_mask)
     out, weights = attention(q, k, v, mask)
-    torch.testing.assert_close(out, F.scaled_dot_product_attention(q, k, v, is_causal=True),
-                               rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(
+        out, F.scaled_dot_product_attention(q, k, v, is_causal=True), rtol=1e-12, atol=1e-12
+    )
     assert torch.all(weights.triu(diagonal=1) == 0)
 
 
@@ -180,8 +187,14 @@ def test_low_precision_large_logits_do_not_overflow(dtype):
 
 
 @settings(max_examples=30, deadline=None)
-@given(batch=st.integers(1, 3), length_q=st.integers(1, 6), length_k=st.integers(1, 6),
-       d_k=st.integers(1, 8), d_v=st.integers(1, 5), seed=st.integers(0, 10_000))
+@given(
+    batch=st.integers(1, 3),
+    length_q=st.integers(1, 6),
+    length_k=st.integers(1, 6),
+    d_k=st.integers(1, 8),
+    d_v=st.integers(1, 5),
+    seed=st.integers(0, 10_000),
+)
 def test_attention_properties(batch, length_q, length_k, d_k, d_v, seed):
     q = randn(batch, length_q, d_k, seed=seed)
     k, v = randn(batch, length_k, d_k, seed=seed + 1), randn(batch, length_k, d_v, seed=seed + 2)
@@ -226,8 +239,15 @@ def torch_mha_from(w_q, w_k, w_v, w_o, num_heads, biases=None):
     """A torch.nn.MultiheadAttention (batch_first) holding the book's W^Q, W^K, W^V, W^O."""
     d_model = w_q.shape[0]
     kdim, vdim = w_k.shape[0], w_v.shape[0]
-    module = nn.MultiheadAttention(d_model, num_heads, bias=biases is not None, kdim=kdim,
-                                   vdim=vdim, batch_first=True, dtype=F64)
+    module = nn.MultiheadAttention(
+        d_model,
+        num_heads,
+        bias=biases is not None,
+        kdim=kdim,
+        vdim=vdim,
+        batch_first=True,
+        dtype=F64,
+    )
     with torch.no_grad():
         if module._qkv_same_embed_dim:
             module.in_proj_weight.copy_(torch.cat([w_q.T, w_k.T, w_v.T]))
@@ -244,10 +264,12 @@ def torch_mha_from(w_q, w_k, w_v, w_o, num_heads, biases=None):
 
 def projections(d_model, num_heads, kdim=None, vdim=None, seed=0):
     kdim, vdim = kdim or d_model, vdim or d_model
-    return (randn(d_model, d_model, seed=seed) / math.sqrt(d_model),
-            randn(kdim, d_model, seed=seed + 1) / math.sqrt(kdim),
-            randn(vdim, d_model, seed=seed + 2) / math.sqrt(vdim),
-            randn(d_model, d_model, seed=seed + 3) / math.sqrt(d_model))
+    return (
+        randn(d_model, d_model, seed=seed) / math.sqrt(d_model),
+        randn(kdim, d_model, seed=seed + 1) / math.sqrt(kdim),
+        randn(vdim, d_model, seed=seed + 2) / math.sqrt(vdim),
+        randn(d_model, d_model, seed=seed + 3) / math.sqrt(d_model),
+    )
 
 
 def test_multi_head_attention_matches_torch_with_key_padding_mask():
@@ -255,12 +277,10 @@ def test_multi_head_attention_matches_torch_with_key_padding_mask():
     weights_book = projections(d_model, num_heads)
     x = randn(2, 5, d_model, seed=10)
     valid = torch.tensor([[True] * 5, [True, True, True, False, False]])
-    out, weights = multi_head_attention(x, x, x, *weights_book, num_heads,
-                                        mask=padding_mask(valid))
+    out, weights = multi_head_attention(x, x, x, *weights_book, num_heads, mask=padding_mask(valid))
     reference = torch_mha_from(*weights_book, num_heads)
     # torch's key_padding_mask is True where a key must be IGNORED: the opposite polarity.
-    ref_out, ref_weights = reference(x, x, x, key_padding_mask=~valid,
-                                     average_attn_weights=False)
+    ref_out, ref_weights = reference(x, x, x, key_padding_mask=~valid, average_attn_weights=False)
     torch.testing.assert_close(out, ref_out, rtol=1e-12, atol=1e-12)
     torch.testing.assert_close(weights, ref_weights, rtol=1e-12, atol=1e-12)
     _, ref_mean = reference(x, x, x, key_padding_mask=~valid)  # averaged over heads
@@ -270,14 +290,17 @@ def test_multi_head_attention_matches_torch_with_key_padding_mask():
 def test_multi_head_attention_matches_torch_cross_attention_with_other_widths():
     d_model, num_heads, kdim, vdim = 8, 2, 5, 7
     weights_book = projections(d_model, num_heads, kdim, vdim, seed=3)
-    query, key, value = randn(2, 4, d_model, seed=1), randn(2, 6, kdim, seed=2), randn(2, 6, vdim,
-                                                                                       seed=3)
+    query, key, value = (
+        randn(2, 4, d_model, seed=1),
+        randn(2, 6, kdim, seed=2),
+        randn(2, 6, vdim, seed=3),
+    )
     attn_mask = random_mask(4, 6, seed=4)
-    out, weights = multi_head_attention(query, key, value, *weights_book, num_heads,
-                                        mask=attn_mask)
+    out, weights = multi_head_attention(query, key, value, *weights_book, num_heads, mask=attn_mask)
     reference = torch_mha_from(*weights_book, num_heads)
-    ref_out, ref_weights = reference(query, key, value, attn_mask=~attn_mask,
-                                     average_attn_weights=False)
+    ref_out, ref_weights = reference(
+        query, key, value, attn_mask=~attn_mask, average_attn_weights=False
+    )
     torch.testing.assert_close(out, ref_out, rtol=1e-12, atol=1e-12)
     torch.testing.assert_close(weights, ref_weights, rtol=1e-12, atol=1e-12)
 
@@ -296,11 +319,15 @@ def copy_into_torch(module: MultiHeadAttention) -> nn.MultiheadAttention:
     """torch.nn.MultiheadAttention with our module's weights (nn.Linear stores W^T)."""
     biases = None
     if module.q_proj.bias is not None:
-        biases = (module.q_proj.bias, module.k_proj.bias, module.v_proj.bias,
-                  module.out_proj.bias)
-    return torch_mha_from(module.q_proj.weight.T, module.k_proj.weight.T,
-                          module.v_proj.weight.T, module.out_proj.weight.T,
-                          module.num_heads, biases)
+        biases = (module.q_proj.bias, module.k_proj.bias, module.v_proj.bias, module.out_proj.bias)
+    return torch_mha_from(
+        module.q_proj.weight.T,
+        module.k_proj.weight.T,
+        module.v_proj.weight.T,
+        module.out_proj.weight.T,
+        module.num_heads,
+        biases,
+    )
 
 
 @pytest.mark.parametrize("fused", [True, False])
@@ -320,8 +347,9 @@ def test_module_matches_torch_multihead_attention(fused, kdim, vdim):
     torch.testing.assert_close(out, ref_out, rtol=1e-12, atol=1e-12)
     assert weights is None
     _, weights = module(query, key, value, mask=padding_mask(valid), need_weights=True)
-    _, ref_weights = reference(query, key, value, key_padding_mask=~valid,
-                               average_attn_weights=False)
+    _, ref_weights = reference(
+        query, key, value, key_padding_mask=~valid, average_attn_weights=False
+    )
     torch.testing.assert_close(weights, ref_weights, rtol=1e-12, atol=1e-12)
 
 
@@ -330,8 +358,15 @@ def test_module_without_bias_is_the_functional_formula():
     x = randn(2, 5, 8, seed=1)
     out, weights = module(x, x, x, need_weights=True)
     ref_out, ref_weights = multi_head_attention(
-        x, x, x, module.q_proj.weight.T, module.k_proj.weight.T, module.v_proj.weight.T,
-        module.out_proj.weight.T, num_heads=2)
+        x,
+        x,
+        x,
+        module.q_proj.weight.T,
+        module.k_proj.weight.T,
+        module.v_proj.weight.T,
+        module.out_proj.weight.T,
+        num_heads=2,
+    )
     torch.testing.assert_close(out, ref_out)
     torch.testing.assert_close(weights, ref_weights)
 
@@ -341,8 +376,12 @@ def test_fused_path_equals_explicit_path_in_float32(mask_kind):
     torch.manual_seed(0)
     module = MultiHeadAttention(32, 4).eval()
     x = torch.randn(3, 10, 32)
-    masks = {"none": None, "padding": padding_mask(random_mask(3, 10, seed=1)),
-             "causal": causal_mask(10), "per_head": random_mask(3, 4, 10, 10, seed=2)}
+    masks = {
+        "none": None,
+        "padding": padding_mask(random_mask(3, 10, seed=1)),
+        "causal": causal_mask(10),
+        "per_head": random_mask(3, 4, 10, 10, seed=2),
+    }
     mask = masks[mask_kind]
     fused, no_weights = module(x, x, x, mask=mask)
     explicit, weights = module(x, x, x, mask=mask, need_weights=True)
@@ -401,19 +440,22 @@ def test_module_moves_with_its_parameters_and_learns():
 Q, K, V = randn(2, 5, 8), randn(2, 7, 8), randn(2, 7, 4)
 
 
-@pytest.mark.parametrize("call, error, argument", [
-    (lambda: attention(Q[0, 0], K, V), ValueError, "query"),  # 1-D query
-    (lambda: attention(Q, K[0], V), ValueError, "key"),  # rank mismatch
-    (lambda: attention(Q, randn(2, 7, 6), V), ValueError, "d_k"),  # d_k mismatch
-    (lambda: attention(Q, K, randn(2, 6, 4)), ValueError, "value"),  # Lk mismatch
-    (lambda: attention(Q, randn(3, 7, 8), randn(3, 7, 4)), ValueError, "key"),  # batch mismatch
-    (lambda: attention(Q, K, V, torch.ones(2, 5, 7)), TypeError, "mask"),  # not bool
-    (lambda: attention(Q, K, V, torch.ones(2, 5, 6, dtype=torch.bool)), ValueError, "mask"),
-    (lambda: attention(Q.long(), K.long(), V.long()), TypeError, "query"),  # integer dtype
-    (lambda: attention(Q, K.float(), V), TypeError, "key"),  # mixed dtypes
-    (lambda: attention(Q.numpy(), K, V), TypeError, "query"),  # not a tensor
-    (lambda: attention(Q, K, V.long()), TypeError, "value"),
-])
+@pytest.mark.parametrize(
+    "call, error, argument",
+    [
+        (lambda: attention(Q[0, 0], K, V), ValueError, "query"),  # 1-D query
+        (lambda: attention(Q, K[0], V), ValueError, "key"),  # rank mismatch
+        (lambda: attention(Q, randn(2, 7, 6), V), ValueError, "d_k"),  # d_k mismatch
+        (lambda: attention(Q, K, randn(2, 6, 4)), ValueError, "value"),  # Lk mismatch
+        (lambda: attention(Q, randn(3, 7, 8), randn(3, 7, 4)), ValueError, "key"),  # batch mismatch
+        (lambda: attention(Q, K, V, torch.ones(2, 5, 7)), TypeError, "mask"),  # not bool
+        (lambda: attention(Q, K, V, torch.ones(2, 5, 6, dtype=torch.bool)), ValueError, "mask"),
+        (lambda: attention(Q.long(), K.long(), V.long()), TypeError, "query"),  # integer dtype
+        (lambda: attention(Q, K.float(), V), TypeError, "key"),  # mixed dtypes
+        (lambda: attention(Q.numpy(), K, V), TypeError, "query"),  # not a tensor
+        (lambda: attention(Q, K, V.long()), TypeError, "value"),
+    ],
+)
 def test_attention_rejects_bad_inputs(call, error, argument):
     with pytest.raises(error, match=argument):
         call()
@@ -422,43 +464,80 @@ def test_attention_rejects_bad_inputs(call, error, argument):
 W = projections(8, 2)
 
 
-@pytest.mark.parametrize("call, error, argument", [
-    (lambda: multi_head_attention(Q, K, K, *W, 3), ValueError, "num_heads"),  # 3 does not divide 8
-    (lambda: multi_head_attention(Q, K, K, *W, 0), ValueError, "num_heads"),
-    (lambda: multi_head_attention(Q, K, K, *W, 2.0), ValueError, "num_heads"),
-    (lambda: multi_head_attention(Q, K, K, W[0][:5], *W[1:], 2), ValueError, "w_q"),
-    (lambda: multi_head_attention(Q, K, K, W[0], W[1][:, :6], *W[2:], 2), ValueError, "w_k"),
-    (lambda: multi_head_attention(Q, K, K, *W[:3], W[3][:6], 2), ValueError, "w_o"),
-    (lambda: multi_head_attention(Q, K, K, *W[:3], W[3].float(), 2), TypeError, "w_o"),
-    (lambda: multi_head_attention(Q, K, K[:, :6], *W, 2), ValueError, "length"),
-    (lambda: multi_head_attention(Q, K[:1], K[:1], *W, 2), ValueError, "batch"),
-    (lambda: multi_head_attention(Q[0], K, K, *W, 2), ValueError, "query"),
-    (lambda: multi_head_attention(Q, K, K, *W, 2, mask=torch.ones(2, 3, 5, 7, dtype=torch.bool)),
-     ValueError, "mask"),  # 3 heads in the mask, 2 in the call
-])
+@pytest.mark.parametrize(
+    "call, error, argument",
+    [
+        (
+            lambda: multi_head_attention(Q, K, K, *W, 3),
+            ValueError,
+            "num_heads",
+        ),  # 3 does not divide 8
+        (lambda: multi_head_attention(Q, K, K, *W, 0), ValueError, "num_heads"),
+        (lambda: multi_head_attention(Q, K, K, *W, 2.0), ValueError, "num_heads"),
+        (lambda: multi_head_attention(Q, K, K, W[0][:5], *W[1:], 2), ValueError, "w_q"),
+        (lambda: multi_head_attention(Q, K, K, W[0], W[1][:, :6], *W[2:], 2), ValueError, "w_k"),
+        (lambda: multi_head_attention(Q, K, K, *W[:3], W[3][:6], 2), ValueError, "w_o"),
+        (lambda: multi_head_attention(Q, K, K, *W[:3], W[3].float(), 2), TypeError, "w_o"),
+        (lambda: multi_head_attention(Q, K, K[:, :6], *W, 2), ValueError, "length"),
+        (lambda: multi_head_attention(Q, K[:1], K[:1], *W, 2), ValueError, "batch"),
+        (lambda: multi_head_attention(Q[0], K, K, *W, 2), ValueError, "query"),
+        (
+            lambda: multi_head_attention(
+                Q, K, K, *W, 2, mask=torch.ones(2, 3, 5, 7, dtype=torch.bool)
+            ),
+            ValueError,
+            "mask",
+        ),  # 3 heads in the mask, 2 in the call
+    ],
+)
 def test_multi_head_attention_rejects_bad_inputs(call, error, argument):
     with pytest.raises(error, match=argument):
         call()
 
 
-@pytest.mark.parametrize("call, error, argument", [
-    (lambda: MultiHeadAttention(10, 3), ValueError, "d_model"),
-    (lambda: MultiHeadAttention(8, 0), ValueError, "num_heads"),
-    (lambda: MultiHeadAttention(8, 2, dropout=1.5), ValueError, "dropout"),
-    (lambda: MultiHeadAttention(8, 2)(torch.randn(2, 3, 6), torch.randn(2, 3, 8),
-                                      torch.randn(2, 3, 8)), ValueError, "query"),
-    (lambda: MultiHeadAttention(8, 2, kdim=5)(torch.randn(2, 3, 8), torch.randn(2, 3, 8),
-                                              torch.randn(2, 3, 8)), ValueError, "key"),
-    (lambda: MultiHeadAttention(8, 2)(torch.randn(2, 3, 8), torch.randn(2, 4, 8),
-                                      torch.randn(2, 5, 8)), ValueError, "value"),
-    (lambda: MultiHeadAttention(8, 2)(torch.randn(2, 3, 8), torch.randn(2, 4, 8),
-                                      torch.randn(2, 4, 8), mask=torch.ones(3, 4)),
-     TypeError, "mask"),
-    (lambda: causal_mask(0), ValueError, "length_q"),
-    (lambda: causal_mask(3, -1), ValueError, "length_k"),
-    (lambda: padding_mask(torch.ones(2, 3)), TypeError, "valid"),
-    (lambda: padding_mask(torch.ones(3, dtype=torch.bool)), ValueError, "valid"),
-])
+@pytest.mark.parametrize(
+    "call, error, argument",
+    [
+        (lambda: MultiHeadAttention(10, 3), ValueError, "d_model"),
+        (lambda: MultiHeadAttention(8, 0), ValueError, "num_heads"),
+        (lambda: MultiHeadAttention(8, 2, dropout=1.5), ValueError, "dropout"),
+        (
+            lambda: MultiHeadAttention(8, 2)(
+                torch.randn(2, 3, 6), torch.randn(2, 3, 8), torch.randn(2, 3, 8)
+            ),
+            ValueError,
+            "query",
+        ),
+        (
+            lambda: MultiHeadAttention(8, 2, kdim=5)(
+                torch.randn(2, 3, 8), torch.randn(2, 3, 8), torch.randn(2, 3, 8)
+            ),
+            ValueError,
+            "key",
+        ),
+        (
+            lambda: MultiHeadAttention(8, 2)(
+                torch.randn(2, 3, 8), torch.randn(2, 4, 8), torch.randn(2, 5, 8)
+            ),
+            ValueError,
+            "value",
+        ),
+        (
+            lambda: MultiHeadAttention(8, 2)(
+                torch.randn(2, 3, 8),
+                torch.randn(2, 4, 8),
+                torch.randn(2, 4, 8),
+                mask=torch.ones(3, 4),
+            ),
+            TypeError,
+            "mask",
+        ),
+        (lambda: causal_mask(0), ValueError, "length_q"),
+        (lambda: causal_mask(3, -1), ValueError, "length_k"),
+        (lambda: padding_mask(torch.ones(2, 3)), TypeError, "valid"),
+        (lambda: padding_mask(torch.ones(3, dtype=torch.bool)), ValueError, "valid"),
+    ],
+)
 def test_module_and_mask_helpers_reject_bad_inputs(call, error, argument):
     with pytest.raises(error, match=argument):
         call()
@@ -469,8 +548,9 @@ def test_module_and_mask_helpers_reject_bad_inputs(call, error, argument):
 
 def test_plot_attention_draws_the_weights_with_labels_and_colour_bar():
     weights = torch.softmax(randn(3, 4, seed=1), dim=-1).requires_grad_()
-    ax = plot_attention(weights, row_labels=["a", "b", "c"], col_labels=["w", "x", "y", "z"],
-                        title="one map")
+    ax = plot_attention(
+        weights, row_labels=["a", "b", "c"], col_labels=["w", "x", "y", "z"], title="one map"
+    )
     assert isinstance(ax, Axes) and ax.get_title() == "one map"
     np.testing.assert_allclose(ax.images[0].get_array(), weights.detach().numpy())
     assert [t.get_text() for t in ax.get_xticklabels()] == ["w", "x", "y", "z"]

@@ -74,7 +74,7 @@ def search_terms(path: Path) -> set[str]:
     text = path.read_text(encoding="utf-8").strip()
     prefix, suffix = "Search.setIndex(", ")"
     assert text.startswith(prefix) and text.endswith(suffix), f"unexpected format of {path}"
-    return set(json.loads(text[len(prefix):-len(suffix)])["terms"])
+    return set(json.loads(text[len(prefix) : -len(suffix)])["terms"])
 
 
 def test_launch_buttons_point_at_colab():
@@ -92,7 +92,8 @@ IMAGE_MIMES = ("image/png", "image/svg+xml", "image/jpeg")
 PAGE_FIGURE = re.compile(r"<img\b[^>]*\bsrc=\"[^\"]*_images/(?!colab-badge)[^\"]+\"")
 WIDGET_STATE = "application/vnd.jupyter.widget-state+json"
 WIDGET_STATE_SCRIPT = re.compile(
-    r'<script type="application/vnd\.jupyter\.widget-state\+json">(.*?)</script>', re.DOTALL)
+    r'<script type="application/vnd\.jupyter\.widget-state\+json">(.*?)</script>', re.DOTALL
+)
 
 
 # Cell tag: the cell draws only with a network (Colab), never in the build.
@@ -102,20 +103,32 @@ ONLINE_ONLY = "online-only"
 def show_calls(nb) -> int:
     """How many ``plt.show()`` calls the notebook's code cells make (comments excluded),
     leaving out cells tagged online-only."""
-    return sum(len(SHOW_CALL.findall(cell.source)) for cell in nb.cells
-               if cell.cell_type == "code" and ONLINE_ONLY not in cell.metadata.get("tags", []))
+    return sum(
+        len(SHOW_CALL.findall(cell.source))
+        for cell in nb.cells
+        if cell.cell_type == "code" and ONLINE_ONLY not in cell.metadata.get("tags", [])
+    )
 
 
 def image_outputs(nb) -> int:
     """How many pictures the executed notebook holds: in its cell outputs, and in the
     saved state of its ipywidgets Output widgets (a figure a widget callback drew)."""
-    outputs = [output for cell in nb.cells if cell.cell_type == "code"
-               for output in cell.get("outputs", [])]
+    outputs = [
+        output
+        for cell in nb.cells
+        if cell.cell_type == "code"
+        for output in cell.get("outputs", [])
+    ]
     widgets = nb.metadata.get("widgets", {}).get(WIDGET_STATE, {}).get("state", {})
-    outputs += [output for widget in widgets.values() if widget["model_name"] == "OutputModel"
-                for output in widget["state"].get("outputs", [])]
-    return sum(1 for output in outputs
-               if any(mime in output.get("data", {}) for mime in IMAGE_MIMES))
+    outputs += [
+        output
+        for widget in widgets.values()
+        if widget["model_name"] == "OutputModel"
+        for output in widget["state"].get("outputs", [])
+    ]
+    return sum(
+        1 for output in outputs if any(mime in output.get("data", {}) for mime in IMAGE_MIMES)
+    )
 
 
 def page_figures(page: str) -> int:
@@ -154,8 +167,9 @@ def figure_shortfalls() -> dict[str, str]:
         html_page = (HTML / relative.with_suffix(".html")).read_text(encoding="utf-8")
         in_outputs, on_page = image_outputs(executed), page_figures(html_page)
         if in_outputs < expected or on_page < expected:
-            short[relative.as_posix()] = (f"plt.show() x{expected}, image outputs {in_outputs}, "
-                                          f"figures on the page {on_page}")
+            short[relative.as_posix()] = (
+                f"plt.show() x{expected}, image outputs {in_outputs}, figures on the page {on_page}"
+            )
     return short
 
 
@@ -164,22 +178,28 @@ def test_every_figure_a_notebook_draws_is_on_its_page():
     require_build(HTML / "index.html")
     short = figure_shortfalls()
     assert not short, "figures missing from the book:\n" + "\n".join(
-        f"{page}: {why}" for page, why in short.items())
+        f"{page}: {why}" for page, why in short.items()
+    )
 
 
 def test_figure_counting_sees_shows_and_pictures():
     import nbformat
 
-    nb = nbformat.v4.new_notebook(cells=[
-        nbformat.v4.new_code_cell("plt.plot(x)\nplt.show()\n# plt.show() in a comment"),
-        nbformat.v4.new_code_cell("for ax in axes:\n    ax.plot(x)\nplt.show()"),
-        nbformat.v4.new_code_cell("plt.show()", metadata={"tags": [ONLINE_ONLY]})])
+    nb = nbformat.v4.new_notebook(
+        cells=[
+            nbformat.v4.new_code_cell("plt.plot(x)\nplt.show()\n# plt.show() in a comment"),
+            nbformat.v4.new_code_cell("for ax in axes:\n    ax.plot(x)\nplt.show()"),
+            nbformat.v4.new_code_cell("plt.show()", metadata={"tags": [ONLINE_ONLY]}),
+        ]
+    )
     assert show_calls(nb) == 2
     assert image_outputs(nb) == 0  # MPLBACKEND=Agg in the kernel: a show() that draws nothing
     nb.cells[0].outputs = [nbformat.v4.new_output("display_data", data={"image/png": "iVBOR"})]
     assert image_outputs(nb) == 1
-    page = '<img alt="_images/colab-badge.svg" src="../../_images/colab-badge.svg" />' \
-           '<img alt="../../_images/abc.png" src="../../_images/abc.png" />'
+    page = (
+        '<img alt="_images/colab-badge.svg" src="../../_images/colab-badge.svg" />'
+        '<img alt="../../_images/abc.png" src="../../_images/abc.png" />'
+    )
     assert page_figures(page) == 1
     widget_page = f'<script type="{WIDGET_STATE}">{{"outputs": [{{"data": {{"image/png": ""}}}}]}}'
     assert page_figures(page + widget_page + "</script>") == 2
@@ -222,10 +242,13 @@ def built_headings(folder: Path) -> dict[str, list[str]]:
 
 def missing_seed_numbers(seed: list[tuple[str, str]], built: dict[str, list[str]]) -> list[str]:
     """Seed headings that no built heading carries with the seed's own number and title."""
-    return [f"{number} {title} (built {number}: {built.get(number, ['nothing'])})"
-            for number, title in seed
-            if not any(squeeze(candidate).startswith(squeeze(title))
-                       for candidate in built.get(number, []))]
+    return [
+        f"{number} {title} (built {number}: {built.get(number, ['nothing'])})"
+        for number, title in seed
+        if not any(
+            squeeze(candidate).startswith(squeeze(title)) for candidate in built.get(number, [])
+        )
+    ]
 
 
 def test_built_book_keeps_the_seed_section_numbers():
@@ -238,5 +261,6 @@ def test_seed_number_check_catches_drift():
     seed = [("3.2.3", "对比学习的优化技巧"), ("1.3", "OpenAI的崛起")]
     drifted = {"3.2.5": ["对比学习的优化技巧"], "1.3": ["OpenAI 的崛起#"]}
     assert missing_seed_numbers(seed, drifted) == [
-        "3.2.3 对比学习的优化技巧 (built 3.2.3: ['nothing'])"]
+        "3.2.3 对比学习的优化技巧 (built 3.2.3: ['nothing'])"
+    ]
     assert len(seed_headings()) == 66

@@ -162,11 +162,20 @@ def require_browser() -> tuple[str, str]:
         selenium_found = False
     else:
         selenium_found = True
-    missing = [name for name, found in [("chromium", chromium), ("chromedriver", chromedriver),
-                                        ("selenium", selenium_found)] if not found]
+    missing = [
+        name
+        for name, found in [
+            ("chromium", chromium),
+            ("chromedriver", chromedriver),
+            ("selenium", selenium_found),
+        ]
+        if not found
+    ]
     if missing:
-        message = (f"{', '.join(missing)} not found: apt-get install chromium chromium-driver "
-                   "(and pip install -r requirements.txt for selenium)")
+        message = (
+            f"{', '.join(missing)} not found: apt-get install chromium chromium-driver "
+            "(and pip install -r requirements.txt for selenium)"
+        )
         if os.environ.get("CI"):
             pytest.fail(message)
         pytest.skip(message)
@@ -177,12 +186,20 @@ def chromium_flags(profile: Path, closed_port: int) -> list[str]:
     """Headless, a fresh profile, and no way out: every host but 127.0.0.1 is unknown,
     and any proxied request goes to a loopback port that refuses connections."""
     return [
-        "--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
-        "--disable-quic", "--no-first-run", "--disable-background-networking",
-        "--disable-component-update", "--disable-sync", "--window-size=1280,1000",
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-dev-shm-usage",
+        "--disable-quic",
+        "--no-first-run",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        "--window-size=1280,1000",
         f"--user-data-dir={profile}",
         "--host-resolver-rules=MAP * ~NOTFOUND , EXCLUDE 127.0.0.1",
-        f"--proxy-server=http://127.0.0.1:{closed_port}", "--proxy-bypass-list=127.0.0.1",
+        f"--proxy-server=http://127.0.0.1:{closed_port}",
+        "--proxy-bypass-list=127.0.0.1",
     ]
 
 
@@ -232,8 +249,11 @@ def browser(tmp_path_factory):
 def console_errors(driver) -> list[str]:
     """SEVERE console entries since the last call. Chrome asks every site for
     /favicon.ico on its own; the 404 of that request is not the page's error."""
-    return [entry["message"] for entry in driver.get_log("browser")
-            if entry["level"] == "SEVERE" and "/favicon.ico" not in entry["message"]]
+    return [
+        entry["message"]
+        for entry in driver.get_log("browser")
+        if entry["level"] == "SEVERE" and "/favicon.ico" not in entry["message"]
+    ]
 
 
 def remote_requests(driver) -> list[str]:
@@ -282,10 +302,16 @@ def save_full_page(driver, path: Path) -> None:
     import base64
 
     size = driver.execute_cdp_cmd("Page.getLayoutMetrics", {})["cssContentSize"]
-    clip = {"x": 0, "y": 0, "width": size["width"], "scale": 1,
-            "height": min(size["height"], MAX_SCREENSHOT_PX)}
-    shot = driver.execute_cdp_cmd("Page.captureScreenshot", {
-        "format": "png", "captureBeyondViewport": True, "clip": clip})
+    clip = {
+        "x": 0,
+        "y": 0,
+        "width": size["width"],
+        "scale": 1,
+        "height": min(size["height"], MAX_SCREENSHOT_PX),
+    }
+    shot = driver.execute_cdp_cmd(
+        "Page.captureScreenshot", {"format": "png", "captureBeyondViewport": True, "clip": clip}
+    )
     path.write_bytes(base64.b64decode(shot["data"]))
 
 
@@ -327,8 +353,11 @@ def test_no_javascript_errors(reports):
 def test_every_formula_is_typeset(reports):
     for page, report in reports.items():
         assert not report.get("math") or report["mathjax"], f"{page}: MathJax did not load"
-    for key, what in [("untypeset", "formulas MathJax left alone"),
-                      ("mathErrors", "TeX errors"), ("rawTex", "raw TeX in the text")]:
+    for key, what in [
+        ("untypeset", "formulas MathJax left alone"),
+        ("mathErrors", "TeX errors"),
+        ("rawTex", "raw TeX in the text"),
+    ]:
         errors = failures(reports, key)
         assert not errors, f"{what}:\n{errors}"
 
@@ -364,15 +393,15 @@ def test_notebook_pages_show_their_figures(reports):
         drawn = show_calls(nbformat.read(notebook, as_version=4))
         if drawn and page in reports:
             assert reports[page].get("figures", 0) >= drawn, (
-                f"{page}: draws {drawn} figures, the browser shows {reports[page].get('figures')}")
+                f"{page}: draws {drawn} figures, the browser shows {reports[page].get('figures')}"
+            )
 
 
 def test_a_full_page_screenshot_of_every_page(reports, html_dir):
     folder = html_dir.parent / "screenshots" / "pages"
     missing = [page for page in reports if not (folder / screenshot_name(page)).exists()]
     assert not missing, f"pages without a screenshot: {missing}"
-    small = [page for page in reports
-             if (folder / screenshot_name(page)).stat().st_size < 10_000]
+    small = [page for page in reports if (folder / screenshot_name(page)).stat().st_size < 10_000]
     assert not small, f"screenshots that look blank: {small}"
 
 
@@ -423,7 +452,9 @@ def test_screenshots_of_key_pages(browser, server, html_dir):
         visit(browser, f"{server}/{page}")
         browser.execute_script(
             "const e = document.querySelector(arguments[0]);"
-            "if (e) e.scrollIntoView({block: 'center'});", selector)
+            "if (e) e.scrollIntoView({block: 'center'});",
+            selector,
+        )
         path = folder / f"{name}.png"
         assert browser.save_screenshot(str(path)) and path.stat().st_size > 10_000
         saved.append(path)

@@ -16,8 +16,15 @@ VOCAB, BOS, EOS, PAD = 12, 1, 3, 0
 
 def _model(seed: int = 0, **kwargs) -> ImageCaptioner:
     torch.manual_seed(seed)
-    config = {"image_size": 16, "patch_size": 8, "d_model": 16, "num_heads": 2,
-              "num_layers": 2, "d_ff": 32, "max_length": 8}
+    config = {
+        "image_size": 16,
+        "patch_size": 8,
+        "d_model": 16,
+        "num_heads": 2,
+        "num_layers": 2,
+        "d_ff": 32,
+        "max_length": 8,
+    }
     config.update(kwargs)
     return ImageCaptioner(VOCAB, bos_id=BOS, eos_id=EOS, pad_id=PAD, **config).eval()
 
@@ -80,8 +87,8 @@ def test_greedy_decoding_takes_the_argmax_and_pads_after_the_end(generator):
         tokens = generated[row].tolist()
         end = tokens.index(EOS) if EOS in tokens else len(tokens) - 1
         greedy = logits[row, :end].argmax(-1).tolist()
-        assert tokens[1:end + 1] == greedy  # every token is the argmax given its prefix
-        assert all(token == PAD for token in tokens[end + 1:])  # padding after [EOS]
+        assert tokens[1 : end + 1] == greedy  # every token is the argmax given its prefix
+        assert all(token == PAD for token in tokens[end + 1 :])  # padding after [EOS]
     ended = (generated == EOS).any(dim=1)
     assert ended.any() and not ended.all()  # both cases are exercised
     assert generated.shape[1] == 8  # one caption never ended: decoding ran to max_length

@@ -31,8 +31,9 @@ def data():
 
 @pytest.fixture(scope="module")
 def tokenizer(data):
-    return ChatTokenizer.from_texts(chat_text([(q, a) for q, a, _ in c])
-                                    for c in data.conversations)
+    return ChatTokenizer.from_texts(
+        chat_text([(q, a) for q, a, _ in c]) for c in data.conversations
+    )
 
 
 def test_tokenizer_keeps_special_tokens_whole(tokenizer):
@@ -61,12 +62,16 @@ def _brute_force_mask(tokens):
 def test_answer_mask_keeps_answers_and_their_eot_only(tokenizer):
     turns = [("how many objects are there ?", "2"), ("describe the image .", "a red circle")]
     ids, labels = encode_chat(tokenizer, turns)
-    kept = [tokenizer.itos[i] for i, label in zip(ids.tolist(), labels.tolist(), strict=True)
-            if label != IGNORE_INDEX]
+    kept = [
+        tokenizer.itos[i]
+        for i, label in zip(ids.tolist(), labels.tolist(), strict=True)
+        if label != IGNORE_INDEX
+    ]
     assert kept == ["2", "<eot>", "a", "red", "circle", "<eot>"]
     tokens = [tokenizer.itos[i] for i in ids.tolist()]
-    assert answer_mask(ids, tokenizer.assistant_id, tokenizer.eot_id).tolist() == \
-        _brute_force_mask(tokens)
+    assert answer_mask(ids, tokenizer.assistant_id, tokenizer.eot_id).tolist() == _brute_force_mask(
+        tokens
+    )
     assert (labels[labels != IGNORE_INDEX] == ids[labels != IGNORE_INDEX]).all()
 
 
@@ -75,9 +80,9 @@ def test_answer_mask_batched_equals_rows(data, tokenizer):
     ids, labels = collate_chat(examples, tokenizer.pad_id)
     mask = answer_mask(ids, tokenizer.assistant_id, tokenizer.eot_id)
     for row, (example_ids, example_labels) in enumerate(examples):
-        assert mask[row, :len(example_ids)].tolist() == (example_labels != IGNORE_INDEX).tolist()
-        assert not mask[row, len(example_ids):].any()
-        assert (labels[row, len(example_ids):] == IGNORE_INDEX).all()
+        assert mask[row, : len(example_ids)].tolist() == (example_labels != IGNORE_INDEX).tolist()
+        assert not mask[row, len(example_ids) :].any()
+        assert (labels[row, len(example_ids) :] == IGNORE_INDEX).all()
 
 
 def test_answer_mask_rejects_bad_ids():
@@ -90,8 +95,11 @@ def test_answer_mask_rejects_bad_ids():
 def test_prompt_ends_with_assistant_and_image_only_first(tokenizer):
     prompt = encode_prompt(tokenizer, "what shape is the red object ?")
     assert prompt[-1] == tokenizer.assistant_id and prompt.count(tokenizer.image_id) == 1
-    follow_up = encode_prompt(tokenizer, "how many objects are there ?",
-                              history=[("what shape is the red object ?", "circle")])
+    follow_up = encode_prompt(
+        tokenizer,
+        "how many objects are there ?",
+        history=[("what shape is the red object ?", "circle")],
+    )
     assert follow_up.count(tokenizer.image_id) == 1
     assert follow_up.count(tokenizer.assistant_id) == 2
     assert tokenizer.image_id not in encode_prompt(tokenizer, "hi ?", with_image=False)
@@ -138,8 +146,11 @@ def test_pope_is_balanced_and_true(data, setting):
         if setting == "adversarial" and answer == "no":
             shape = question.split()[-2]
             present_shapes = {o.shape for o in data.scenes[index].objects}
-            if any(s in present_shapes for c, s in PAIRS
-                   if (c, s) not in {(o.color, o.shape) for o in data.scenes[index].objects}):
+            if any(
+                s in present_shapes
+                for c, s in PAIRS
+                if (c, s) not in {(o.color, o.shape) for o in data.scenes[index].objects}
+            ):
                 assert shape in present_shapes
 
 

@@ -69,24 +69,32 @@ def _rows(rank: int) -> slice:
 
 def _worker(rank: int, port: int, folder: str) -> None:
     torch.set_num_threads(1)
-    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank,
-                            world_size=WORLD_SIZE)
+    dist.init_process_group(
+        "gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=WORLD_SIZE
+    )
     try:
         images, texts = _global_batch()
         out = {}
         for name, (with_grad, local_loss, _) in SETTINGS.items():
             image = images[_rows(rank)].clone().requires_grad_()
             text = texts[_rows(rank)].clone().requires_grad_()
-            loss_fn = ClipLoss(init_logit_scale=math.log(SCALE), learnable=True,
-                               gather_with_grad=with_grad, local_loss=local_loss).double()
+            loss_fn = ClipLoss(
+                init_logit_scale=math.log(SCALE),
+                learnable=True,
+                gather_with_grad=with_grad,
+                local_loss=local_loss,
+            ).double()
             loss = loss_fn(image, text)
             loss.backward()
             out[name] = (loss.detach(), image.grad, text.grad, loss_fn.logit_scale.grad)
             model = DistributedDataParallel(_Towers())
             image_features, text_features = model(images[_rows(rank)], texts[_rows(rank)])
-            ClipLoss(init_logit_scale=math.log(SCALE), learnable=False,
-                     gather_with_grad=with_grad, local_loss=local_loss)(
-                image_features, text_features).backward()
+            ClipLoss(
+                init_logit_scale=math.log(SCALE),
+                learnable=False,
+                gather_with_grad=with_grad,
+                local_loss=local_loss,
+            )(image_features, text_features).backward()
             out[name + "/ddp"] = (model.module.image.grad, model.module.text.grad)
         gathered = gather_features(torch.full((2, 1), float(rank)), with_grad=False)
         out["gathered"] = gathered
@@ -105,10 +113,16 @@ def _free_port() -> int:
 def results(tmp_path_factory) -> dict:
     """Run the 2 ranks once (each saves its results to a file); every test reads them."""
     folder = tmp_path_factory.mktemp("ranks")
-    mp.start_processes(_worker, args=(_free_port(), str(folder)), nprocs=WORLD_SIZE,
-                       join=True, start_method="spawn")
-    return {rank: torch.load(folder / f"rank{rank}.pt", weights_only=True)
-            for rank in range(WORLD_SIZE)}
+    mp.start_processes(
+        _worker,
+        args=(_free_port(), str(folder)),
+        nprocs=WORLD_SIZE,
+        join=True,
+        start_method="spawn",
+    )
+    return {
+        rank: torch.load(folder / f"rank{rank}.pt", weights_only=True) for rank in range(WORLD_SIZE)
+    }
 
 
 def _single_process(images, texts):
@@ -142,8 +156,9 @@ def test_loss_and_feature_gradients_match_one_process(results, name):
 
 
 @pytest.mark.distributed
-@pytest.mark.parametrize("name, factor", [("global", 1.0), ("local", 1.0),
-                                          ("no-grad-gather", 1 / WORLD_SIZE)])
+@pytest.mark.parametrize(
+    "name, factor", [("global", 1.0), ("local", 1.0), ("no-grad-gather", 1 / WORLD_SIZE)]
+)
 def test_ddp_parameter_gradients(results, name, factor):
     images, texts = _global_batch()
     model = _Towers()

@@ -55,19 +55,22 @@ def test_device_hours_do_not_depend_on_the_device_count(flops, peak, mfu, device
     assert hours_on_many == pytest.approx(gpu_hours(flops, peak, mfu), rel=1e-12)
 
 
-@pytest.mark.parametrize("name, call", [
-    ("num_parameters", lambda: training_flops(0, 1)),
-    ("num_parameters", lambda: training_flops(-5, 1)),
-    ("num_tokens", lambda: training_flops(1, math.inf)),
-    ("num_tokens", lambda: training_flops(1, math.nan)),
-    ("flops", lambda: training_seconds(0, 1, 0.5)),
-    ("peak_flops_per_second", lambda: training_seconds(1, -1, 0.5)),
-    ("utilization", lambda: training_seconds(1, 1, 0.0)),
-    ("utilization", lambda: training_seconds(1, 1, 1.5)),
-    ("num_devices", lambda: training_seconds(1, 1, 0.5, num_devices=0)),
-    ("num_devices", lambda: training_seconds(1, 1, 0.5, num_devices=2.0)),
-    ("utilization", lambda: gpu_hours(1, 1, 2.0)),
-])
+@pytest.mark.parametrize(
+    "name, call",
+    [
+        ("num_parameters", lambda: training_flops(0, 1)),
+        ("num_parameters", lambda: training_flops(-5, 1)),
+        ("num_tokens", lambda: training_flops(1, math.inf)),
+        ("num_tokens", lambda: training_flops(1, math.nan)),
+        ("flops", lambda: training_seconds(0, 1, 0.5)),
+        ("peak_flops_per_second", lambda: training_seconds(1, -1, 0.5)),
+        ("utilization", lambda: training_seconds(1, 1, 0.0)),
+        ("utilization", lambda: training_seconds(1, 1, 1.5)),
+        ("num_devices", lambda: training_seconds(1, 1, 0.5, num_devices=0)),
+        ("num_devices", lambda: training_seconds(1, 1, 0.5, num_devices=2.0)),
+        ("utilization", lambda: gpu_hours(1, 1, 2.0)),
+    ],
+)
 def test_bad_values_are_rejected_by_name(name, call):
     with pytest.raises(ValueError, match=name):
         call()
@@ -91,10 +94,10 @@ def _reference_fit(x, y):
 
 def test_fit_recovers_an_exact_power_law():
     x = np.array([1e3, 1e4, 1e5, 1e6])
-    law = fit_power_law(x, 5.0 * x ** -0.3)
+    law = fit_power_law(x, 5.0 * x**-0.3)
     assert law.coefficient == pytest.approx(5.0, rel=1e-10)
     assert law.exponent == pytest.approx(0.3, rel=1e-10)
-    np.testing.assert_allclose(law(x), 5.0 * x ** -0.3, rtol=1e-10)
+    np.testing.assert_allclose(law(x), 5.0 * x**-0.3, rtol=1e-10)
 
 
 def test_two_points_give_the_hand_computed_exponent():
@@ -119,7 +122,7 @@ def test_fit_matches_numpy_polyfit_on_noisy_data(points):
 def test_fit_is_the_least_squares_line_among_perturbed_ones():
     rng = np.random.default_rng(0)
     x = np.logspace(2, 6, 9)
-    y = 3.0 * x ** -0.2 * np.exp(rng.normal(0, 0.05, x.size))
+    y = 3.0 * x**-0.2 * np.exp(rng.normal(0, 0.05, x.size))
     law = fit_power_law(x, y)
 
     def squared_error(a, alpha):
@@ -137,15 +140,18 @@ def test_power_law_is_callable_on_arrays_and_numbers():
     np.testing.assert_allclose(law(np.array([1.0, 2.0])), [2.0, 1.0])
 
 
-@pytest.mark.parametrize("name, x, y", [
-    ("x", [1.0, -2.0], [1.0, 1.0]),
-    ("x", [1.0, 0.0], [1.0, 1.0]),
-    ("y", [1.0, 2.0], [1.0, 0.0]),
-    ("y", [1.0, 2.0], [1.0, math.nan]),
-    ("x", [[1.0, 2.0]], [[1.0, 2.0]]),
-    ("x and y", [1.0, 2.0, 3.0], [1.0, 2.0]),
-    ("distinct", [2.0, 2.0], [1.0, 3.0]),
-])
+@pytest.mark.parametrize(
+    "name, x, y",
+    [
+        ("x", [1.0, -2.0], [1.0, 1.0]),
+        ("x", [1.0, 0.0], [1.0, 1.0]),
+        ("y", [1.0, 2.0], [1.0, 0.0]),
+        ("y", [1.0, 2.0], [1.0, math.nan]),
+        ("x", [[1.0, 2.0]], [[1.0, 2.0]]),
+        ("x and y", [1.0, 2.0, 3.0], [1.0, 2.0]),
+        ("distinct", [2.0, 2.0], [1.0, 3.0]),
+    ],
+)
 def test_fit_rejects_bad_inputs_by_name(name, x, y):
     with pytest.raises(ValueError, match=name):
         fit_power_law(x, y)

@@ -56,8 +56,7 @@ def ref_info_nce(anchor, positive, negatives, temperature) -> list[float]:
         else:
             negs = list(negatives)
         positive_term = math.exp(_dot(anchor[n], positive[n]) / temperature)
-        denominator = positive_term + sum(math.exp(_dot(anchor[n], x) / temperature)
-                                          for x in negs)
+        denominator = positive_term + sum(math.exp(_dot(anchor[n], x) / temperature) for x in negs)
         losses.append(-math.log(positive_term / denominator))
     return losses
 
@@ -130,15 +129,23 @@ def _unit(generator, *shape):
 def test_info_nce_matches_loop_reference(generator, temperature, negatives_kind):
     n, k, d = 5, 4, 3
     anchor, positive = _randn(generator, n, d), _randn(generator, n, d)
-    negatives = {"in-batch": None, "per-anchor": _randn(generator, n, k, d),
-                 "queue": _randn(generator, k, d)}[negatives_kind]
-    expected = torch.tensor(ref_info_nce(anchor, positive, negatives, temperature),
-                            dtype=torch.float64)
+    negatives = {
+        "in-batch": None,
+        "per-anchor": _randn(generator, n, k, d),
+        "queue": _randn(generator, k, d),
+    }[negatives_kind]
+    expected = torch.tensor(
+        ref_info_nce(anchor, positive, negatives, temperature), dtype=torch.float64
+    )
     got = info_nce(anchor, positive, negatives, temperature)
     assert got.shape == (n,)
     torch.testing.assert_close(got, expected, rtol=1e-12, atol=1e-12)
-    torch.testing.assert_close(contrastive_objective(anchor, positive, negatives, temperature),
-                               expected.mean(), rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(
+        contrastive_objective(anchor, positive, negatives, temperature),
+        expected.mean(),
+        rtol=1e-12,
+        atol=1e-12,
+    )
 
 
 def test_in_batch_info_nce_is_cross_entropy_of_the_score_matrix(generator):
@@ -152,8 +159,9 @@ def test_in_batch_equals_explicit_negatives_made_of_the_other_positives(generato
     n, d = 5, 3
     anchor, positive = _randn(generator, n, d), _randn(generator, n, d)
     others = torch.stack([positive[[m for m in range(n) if m != i]] for i in range(n)])
-    torch.testing.assert_close(info_nce(anchor, positive, others, 0.7),
-                               info_nce(anchor, positive, None, 0.7))
+    torch.testing.assert_close(
+        info_nce(anchor, positive, others, 0.7), info_nce(anchor, positive, None, 0.7)
+    )
 
 
 def test_equal_scores_give_log_n_and_a_queue_of_m_gives_log_m_plus_1():
@@ -170,8 +178,9 @@ def test_info_nce_does_not_normalise_its_inputs(generator):
     anchor, positive = _randn(generator, 4, 3), _randn(generator, 4, 3)
     assert not torch.allclose(info_nce(2 * anchor, positive), info_nce(anchor, positive))
     # scaling the features by c is the same as dividing the temperature by c
-    torch.testing.assert_close(info_nce(2 * anchor, positive, temperature=1.0),
-                               info_nce(anchor, positive, temperature=0.5))
+    torch.testing.assert_close(
+        info_nce(2 * anchor, positive, temperature=1.0), info_nce(anchor, positive, temperature=0.5)
+    )
 
 
 def test_a_single_pair_has_zero_in_batch_loss():
@@ -180,8 +189,13 @@ def test_a_single_pair_has_zero_in_batch_loss():
 
 
 @settings(max_examples=40, deadline=None)
-@given(n=st.integers(1, 6), d=st.integers(1, 5), temperature=st.floats(0.05, 5.0),
-       seed=st.integers(0, 2**16), use_negatives=st.booleans())
+@given(
+    n=st.integers(1, 6),
+    d=st.integers(1, 5),
+    temperature=st.floats(0.05, 5.0),
+    seed=st.integers(0, 2**16),
+    use_negatives=st.booleans(),
+)
 def test_info_nce_is_non_negative(n, d, temperature, seed, use_negatives):
     generator = torch.Generator().manual_seed(seed)
     anchor, positive = _randn(generator, n, d), _randn(generator, n, d)
@@ -199,7 +213,8 @@ def test_permuting_the_batch_permutes_the_losses(n, seed, use_negatives):
     permuted_negatives = None if negatives is None else negatives[order]
     torch.testing.assert_close(
         info_nce(anchor[order], positive[order], permuted_negatives, 0.5),
-        info_nce(anchor, positive, negatives, 0.5)[order])
+        info_nce(anchor, positive, negatives, 0.5)[order],
+    )
 
 
 # ----------------------------------------------------------------------------------------
@@ -231,8 +246,9 @@ def test_clip_loss_is_symmetric(generator):
 def test_clip_loss_is_log_n_at_scale_zero_and_zero_when_aligned():
     n = 6
     aligned = torch.eye(n, dtype=torch.float64)  # orthonormal rows, image i == text i
-    torch.testing.assert_close(clip_loss(aligned, aligned, 0.0),
-                               torch.tensor(math.log(n), dtype=torch.float64))
+    torch.testing.assert_close(
+        clip_loss(aligned, aligned, 0.0), torch.tensor(math.log(n), dtype=torch.float64)
+    )
     assert clip_loss(aligned, aligned, 100.0).item() < 1e-30
 
 
@@ -274,8 +290,9 @@ def test_nt_xent_is_half_of_googles_tensorflow_loss(generator):
 @pytest.mark.parametrize("n", [1, 2, 5, 16])
 def test_nt_xent_of_identical_embeddings_is_log_2n_minus_1(n):
     z = torch.ones(n, 3, dtype=torch.float64)
-    torch.testing.assert_close(nt_xent(z, z, 0.5),
-                               torch.tensor(math.log(2 * n - 1), dtype=torch.float64))
+    torch.testing.assert_close(
+        nt_xent(z, z, 0.5), torch.tensor(math.log(2 * n - 1), dtype=torch.float64)
+    )
 
 
 def test_nt_xent_uses_cosine_similarity(generator):
@@ -300,18 +317,22 @@ def test_gradients_match_finite_differences(generator):
 
 
 def _all_losses(a, p, negatives, temperature):
-    return [info_nce(a, p, temperature=temperature), info_nce(a, p, negatives, temperature),
-            clip_loss(a, p, 1.0 / temperature), nt_xent(a, p, temperature)]
+    return [
+        info_nce(a, p, temperature=temperature),
+        info_nce(a, p, negatives, temperature),
+        clip_loss(a, p, 1.0 / temperature),
+        nt_xent(a, p, temperature),
+    ]
 
 
 def test_finite_for_scores_of_1e4(generator):
     a = (_randn(generator, 6, 4, dtype=torch.float32) * 50).requires_grad_()
-    p = (a.detach() + _randn(generator, 6, 4, dtype=torch.float32))
+    p = a.detach() + _randn(generator, 6, 4, dtype=torch.float32)
     negatives = _randn(generator, 6, 3, 4, dtype=torch.float32) * 50
     assert (a @ p.T).abs().max() > 1e3
     for loss in _all_losses(a, p, negatives, 0.1):
         assert torch.isfinite(loss).all()
-        grad, = torch.autograd.grad(loss.sum(), a)
+        (grad,) = torch.autograd.grad(loss.sum(), a)
         assert torch.isfinite(grad).all()
 
 
@@ -319,14 +340,19 @@ def test_bfloat16_is_finite_and_close_to_float32(generator):
     a = _unit(generator, 8, 16).float()
     p = F.normalize(a + 0.3 * _randn(generator, 8, 16).float(), dim=-1)
     negatives = _unit(generator, 8, 5, 16).float()
-    for low, high in zip(_all_losses(a.bfloat16(), p.bfloat16(), negatives.bfloat16(), 0.1),
-                         _all_losses(a, p, negatives, 0.1), strict=True):
+    for low, high in zip(
+        _all_losses(a.bfloat16(), p.bfloat16(), negatives.bfloat16(), 0.1),
+        _all_losses(a, p, negatives, 0.1),
+        strict=True,
+    ):
         assert low.dtype == torch.bfloat16
         assert torch.isfinite(low).all()
         torch.testing.assert_close(low.float(), high, rtol=0.05, atol=0.05)
     big = (a * 1e4).bfloat16()
-    assert all(torch.isfinite(loss).all() for loss in
-               _all_losses(big, big, (negatives * 1e4).bfloat16(), 1.0))
+    assert all(
+        torch.isfinite(loss).all()
+        for loss in _all_losses(big, big, (negatives * 1e4).bfloat16(), 1.0)
+    )
 
 
 def test_labels_are_built_on_the_inputs_device():
@@ -344,40 +370,49 @@ def test_labels_are_built_on_the_inputs_device():
 GOOD = torch.zeros(4, 3)
 
 
-@pytest.mark.parametrize("call, error, match", [
-    (lambda: info_nce(torch.zeros(3), GOOD), ValueError, "anchor"),
-    (lambda: info_nce(GOOD, torch.zeros(5, 3)), ValueError, "batch sizes of anchor"),
-    (lambda: info_nce(GOOD, torch.zeros(4, 2)), ValueError, "feature widths D of anchor"),
-    (lambda: info_nce(GOOD, GOOD, torch.zeros(5, 2, 3)), ValueError, "negatives"),
-    (lambda: info_nce(GOOD, GOOD, torch.zeros(4, 2, 2)), ValueError, "negatives"),
-    (lambda: info_nce(GOOD, GOOD, torch.zeros(4, 2, 2, 3)), ValueError, "negatives"),
-    (lambda: info_nce(GOOD, GOOD, torch.zeros(4, 2, 3, dtype=torch.int64)), TypeError,
-     "negatives"),
-    (lambda: info_nce(GOOD, GOOD, torch.zeros(4, 2, 3, dtype=torch.float64)), TypeError,
-     "negatives"),
-    (lambda: info_nce(GOOD.long(), GOOD), TypeError, "anchor"),
-    (lambda: info_nce(GOOD, GOOD.long()), TypeError, "positive"),
-    (lambda: info_nce(GOOD, GOOD.double()), TypeError, "anchor"),
-    (lambda: info_nce(torch.zeros(0, 3), torch.zeros(0, 3)), ValueError, "anchor"),
-    (lambda: info_nce(GOOD.tolist(), GOOD), TypeError, "anchor"),
-    (lambda: info_nce(GOOD, GOOD, temperature=0.0), ValueError, "temperature"),
-    (lambda: info_nce(GOOD, GOOD, temperature=-1.0), ValueError, "temperature"),
-    (lambda: info_nce(GOOD, GOOD, temperature=float("nan")), ValueError, "temperature"),
-    (lambda: info_nce(GOOD, GOOD, temperature=float("inf")), ValueError, "temperature"),
-    (lambda: info_nce(GOOD, GOOD, temperature=torch.ones(2)), ValueError, "temperature"),
-    (lambda: info_nce(GOOD, GOOD, temperature="0.1"), TypeError, "temperature"),
-    (lambda: contrastive_objective(GOOD, GOOD, temperature=0), ValueError, "temperature"),
-    (lambda: clip_loss(GOOD, torch.zeros(3, 3), 1.0), ValueError, "image_features"),
-    (lambda: clip_loss(GOOD, torch.zeros(4, 2), 1.0), ValueError, "feature widths"),
-    (lambda: clip_loss(GOOD.int(), GOOD, 1.0), TypeError, "image_features"),
-    (lambda: clip_loss(GOOD, GOOD, -1.0), ValueError, "logit_scale"),
-    (lambda: clip_loss(GOOD, GOOD, float("inf")), ValueError, "logit_scale"),
-    (lambda: clip_loss(GOOD, GOOD, torch.tensor(1)), TypeError, "logit_scale"),
-    (lambda: clip_loss(GOOD, GOOD, None), TypeError, "logit_scale"),
-    (lambda: nt_xent(GOOD, torch.zeros(5, 3), 0.5), ValueError, "batch sizes of z1"),
-    (lambda: nt_xent(GOOD, GOOD, 0.0), ValueError, "temperature"),
-    (lambda: nt_xent(GOOD[None], GOOD, 0.5), ValueError, "z1"),
-])
+@pytest.mark.parametrize(
+    "call, error, match",
+    [
+        (lambda: info_nce(torch.zeros(3), GOOD), ValueError, "anchor"),
+        (lambda: info_nce(GOOD, torch.zeros(5, 3)), ValueError, "batch sizes of anchor"),
+        (lambda: info_nce(GOOD, torch.zeros(4, 2)), ValueError, "feature widths D of anchor"),
+        (lambda: info_nce(GOOD, GOOD, torch.zeros(5, 2, 3)), ValueError, "negatives"),
+        (lambda: info_nce(GOOD, GOOD, torch.zeros(4, 2, 2)), ValueError, "negatives"),
+        (lambda: info_nce(GOOD, GOOD, torch.zeros(4, 2, 2, 3)), ValueError, "negatives"),
+        (
+            lambda: info_nce(GOOD, GOOD, torch.zeros(4, 2, 3, dtype=torch.int64)),
+            TypeError,
+            "negatives",
+        ),
+        (
+            lambda: info_nce(GOOD, GOOD, torch.zeros(4, 2, 3, dtype=torch.float64)),
+            TypeError,
+            "negatives",
+        ),
+        (lambda: info_nce(GOOD.long(), GOOD), TypeError, "anchor"),
+        (lambda: info_nce(GOOD, GOOD.long()), TypeError, "positive"),
+        (lambda: info_nce(GOOD, GOOD.double()), TypeError, "anchor"),
+        (lambda: info_nce(torch.zeros(0, 3), torch.zeros(0, 3)), ValueError, "anchor"),
+        (lambda: info_nce(GOOD.tolist(), GOOD), TypeError, "anchor"),
+        (lambda: info_nce(GOOD, GOOD, temperature=0.0), ValueError, "temperature"),
+        (lambda: info_nce(GOOD, GOOD, temperature=-1.0), ValueError, "temperature"),
+        (lambda: info_nce(GOOD, GOOD, temperature=float("nan")), ValueError, "temperature"),
+        (lambda: info_nce(GOOD, GOOD, temperature=float("inf")), ValueError, "temperature"),
+        (lambda: info_nce(GOOD, GOOD, temperature=torch.ones(2)), ValueError, "temperature"),
+        (lambda: info_nce(GOOD, GOOD, temperature="0.1"), TypeError, "temperature"),
+        (lambda: contrastive_objective(GOOD, GOOD, temperature=0), ValueError, "temperature"),
+        (lambda: clip_loss(GOOD, torch.zeros(3, 3), 1.0), ValueError, "image_features"),
+        (lambda: clip_loss(GOOD, torch.zeros(4, 2), 1.0), ValueError, "feature widths"),
+        (lambda: clip_loss(GOOD.int(), GOOD, 1.0), TypeError, "image_features"),
+        (lambda: clip_loss(GOOD, GOOD, -1.0), ValueError, "logit_scale"),
+        (lambda: clip_loss(GOOD, GOOD, float("inf")), ValueError, "logit_scale"),
+        (lambda: clip_loss(GOOD, GOOD, torch.tensor(1)), TypeError, "logit_scale"),
+        (lambda: clip_loss(GOOD, GOOD, None), TypeError, "logit_scale"),
+        (lambda: nt_xent(GOOD, torch.zeros(5, 3), 0.5), ValueError, "batch sizes of z1"),
+        (lambda: nt_xent(GOOD, GOOD, 0.0), ValueError, "temperature"),
+        (lambda: nt_xent(GOOD[None], GOOD, 0.5), ValueError, "z1"),
+    ],
+)
 def test_bad_inputs_raise_errors_that_name_the_argument(call, error, match):
     with pytest.raises(error, match=match):
         call()
@@ -487,22 +522,25 @@ def test_clip_model_with_conv_and_text_transformer():
     assert _is_unit(image_features) and _is_unit(text_features)
     torch.testing.assert_close(scale, torch.tensor(1 / 0.07))
     # the amount of padding does not change a text's features (the mask works end to end)
-    torch.testing.assert_close(model.encode_text(ids[:, :4]), text_features, atol=1e-6,
-                               rtol=1e-5)
+    torch.testing.assert_close(model.encode_text(ids[:, :4]), text_features, atol=1e-6, rtol=1e-5)
 
 
 def test_clip_model_with_a_vision_transformer_tower():
     torch.manual_seed(0)
-    vit = VisionTransformer(image_size=32, patch_size=8, in_channels=3, d_model=16,
-                            num_heads=2, num_layers=1, d_ff=32)
-    text = TextTransformer(vocab_size=10, d_model=24, num_heads=2, num_layers=1, d_ff=48,
-                           max_length=5)
-    model = CLIPModel(vit, text, image_dim=16, text_dim=24, embed_dim=8,
-                      init_logit_scale=math.log(100.0))
+    vit = VisionTransformer(
+        image_size=32, patch_size=8, in_channels=3, d_model=16, num_heads=2, num_layers=1, d_ff=32
+    )
+    text = TextTransformer(
+        vocab_size=10, d_model=24, num_heads=2, num_layers=1, d_ff=48, max_length=5
+    )
+    model = CLIPModel(
+        vit, text, image_dim=16, text_dim=24, embed_dim=8, init_logit_scale=math.log(100.0)
+    )
     with torch.no_grad():
         model.logit_scale.add_(1.0)  # as if an optimiser step had pushed s above ln 100
-    image_features, text_features, scale = model(torch.rand(2, 3, 32, 32),
-                                                 torch.tensor([[1, 3, 4], [1, 5, 0]]))
+    image_features, text_features, scale = model(
+        torch.rand(2, 3, 32, 32), torch.tensor([[1, 3, 4], [1, 5, 0]])
+    )
     assert image_features.shape == text_features.shape == (2, 8)
     torch.testing.assert_close(scale, torch.tensor(100.0 * math.e))  # never clamped in forward
     model.clamp_logit_scale_()
@@ -535,16 +573,26 @@ def tiny_text_tower():
 
     tokenizer = AutoTokenizer.from_pretrained(minilm_dir(), local_files_only=True)
     torch.manual_seed(0)
-    config = BertConfig(vocab_size=tokenizer.vocab_size, hidden_size=24, num_hidden_layers=1,
-                        num_attention_heads=2, intermediate_size=48)
+    config = BertConfig(
+        vocab_size=tokenizer.vocab_size,
+        hidden_size=24,
+        num_hidden_layers=1,
+        num_attention_heads=2,
+        intermediate_size=48,
+    )
     return BertModel(config), tokenizer
 
 
 def test_lit_model_trains_only_the_image_side(tiny_text_tower):
     text_model, tokenizer = tiny_text_tower
     torch.manual_seed(0)
-    model = LiTModel(SmallConvEncoder(1, width=4, out_dim=16), image_dim=16, embed_dim=8,
-                     text_model=text_model, tokenizer=tokenizer)
+    model = LiTModel(
+        SmallConvEncoder(1, width=4, out_dim=16),
+        image_dim=16,
+        embed_dim=8,
+        text_model=text_model,
+        tokenizer=tokenizer,
+    )
     model.train()
     assert model.training and not model.text_model.training
     texts = ["a handwritten digit one", "the number 2", "a handwritten digit one"]
@@ -564,8 +612,7 @@ def test_lit_model_cache_equals_mean_pooled_text_model(tiny_text_tower):
     from mmlearn.pretrained import encode_sentences
 
     text_model, tokenizer = tiny_text_tower
-    model = LiTModel(SmallConvEncoder(1, 4, 16), 16, 8, text_model=text_model,
-                     tokenizer=tokenizer)
+    model = LiTModel(SmallConvEncoder(1, 4, 16), 16, 8, text_model=text_model, tokenizer=tokenizer)
     texts = ["the number 7", "an image of the digit seven"]
     cached = model.frozen_text_embeddings(texts)
     expected = encode_sentences(text_model, tokenizer, texts, normalize=False)
@@ -586,16 +633,24 @@ def test_lit_model_cache_equals_mean_pooled_text_model(tiny_text_tower):
 
 def test_train_reduces_a_clip_loss_and_records_history():
     torch.manual_seed(0)
-    model = make_small_clip(vocab_size=12, max_length=3, width=4, d_model=16, num_heads=2,
-                            num_layers=1, embed_dim=8)
+    model = make_small_clip(
+        vocab_size=12, max_length=3, width=4, d_model=16, num_heads=2, num_layers=1, embed_dim=8
+    )
     images = torch.rand(16, 1, 8, 8)
     ids = torch.stack([torch.tensor([1, 3 + i % 9, 0]) for i in range(16)])
     loader = DataLoader(TensorDataset(images, ids, ids != 0), batch_size=8)
     optimizer = torch.optim.Adam(model.parameters(), lr=3e-3)
     step = lambda m, b: clip_step(m, b, ClipLoss(learnable=False), torch.device("cpu"))  # noqa: E731
     calls = []
-    history = train(model, loader, step, optimizer, epochs=12, progress=False,
-                    eval_fn=lambda m: calls.append(m.training) or {"calls": len(calls)})
+    history = train(
+        model,
+        loader,
+        step,
+        optimizer,
+        epochs=12,
+        progress=False,
+        eval_fn=lambda m: calls.append(m.training) or {"calls": len(calls)},
+    )
     assert len(history["loss"]) == 12 and history["calls"] == list(range(1, 13))
     assert calls == [False] * 12  # evaluated in eval mode
     assert history["loss"][-1] < history["loss"][0]
@@ -618,15 +673,20 @@ def test_zero_shot_accuracy_of_an_untrained_model_is_near_chance():
 
 def test_command_line_trains_and_saves_a_loadable_checkpoint(tmp_path):
     torch.set_num_threads(1)
-    metrics = main(["clip", "--data", "digits", "--epochs", "1", "--batch-size", "256",
-                    "--out", str(tmp_path)])
+    metrics = main(
+        ["clip", "--data", "digits", "--epochs", "1", "--batch-size", "256", "--out", str(tmp_path)]
+    )
     saved = json.loads((tmp_path / "metrics.json").read_text(encoding="utf-8"))
     assert saved["test_zero_shot_accuracy"] == metrics["test_zero_shot_accuracy"]
     assert saved["world_size"] == 1 and len(saved["train_loss"]) == 1
     assert np.isfinite(saved["train_loss"][0])
-    model = make_small_clip(len(saved["vocabulary"]), saved["max_length"],
-                            embed_dim=saved["embed_dim"], width=saved["width"],
-                            num_layers=saved["text_layers"])
+    model = make_small_clip(
+        len(saved["vocabulary"]),
+        saved["max_length"],
+        embed_dim=saved["embed_dim"],
+        width=saved["width"],
+        num_layers=saved["text_layers"],
+    )
     model.load_state_dict(load_file(tmp_path / "model.safetensors"))
     tokenizer = WordTokenizer(saved["vocabulary"])
     data = load_digits_captions()

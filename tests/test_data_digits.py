@@ -32,10 +32,15 @@ def splits():
 def test_splits_hold_every_real_digit_once(splits):
     original = load_digits()
     assert sum(len(s) for s in splits.values()) == len(original.target) == 1797
-    ours = sorted(tuple((s.images[i, 0] * 16).round().int().flatten().tolist())
-                  + (int(s.labels[i]),) for s in splits.values() for i in range(len(s)))
-    theirs = sorted(tuple(image.astype(int).flatten().tolist()) + (int(label),)
-                    for image, label in zip(original.images, original.target, strict=True))
+    ours = sorted(
+        tuple((s.images[i, 0] * 16).round().int().flatten().tolist()) + (int(s.labels[i]),)
+        for s in splits.values()
+        for i in range(len(s))
+    )
+    theirs = sorted(
+        tuple(image.astype(int).flatten().tolist()) + (int(label),)
+        for image, label in zip(original.images, original.target, strict=True)
+    )
     assert ours == theirs  # the same (image, label) pairs: nothing lost, nothing duplicated
 
 
@@ -58,8 +63,9 @@ def test_splits_are_stratified(splits):
 
 def test_captions_name_the_right_digit(splits):
     for split in splits.values():
-        for label, english, chinese in zip(split.labels.tolist(), split.captions_en,
-                                           split.captions_zh, strict=True):
+        for label, english, chinese in zip(
+            split.labels.tolist(), split.captions_en, split.captions_zh, strict=True
+        ):
             words = split_words(english)
             assert DIGIT_WORDS_EN[label] in words or str(label) in words
             assert DIGIT_WORDS_ZH[label] in chinese or str(label) in chinese
@@ -69,10 +75,12 @@ def test_captions_name_the_right_digit(splits):
 
 def test_captions_use_all_templates(splits):
     train = splits["train"]
-    english = Counter(next(t for t in range(len(CAPTION_TEMPLATES_EN))
-                           if caption_digit(label, t, "en") == caption)
-                      for label, caption in zip(train.labels.tolist(), train.captions_en,
-                                                strict=True))
+    english = Counter(
+        next(
+            t for t in range(len(CAPTION_TEMPLATES_EN)) if caption_digit(label, t, "en") == caption
+        )
+        for label, caption in zip(train.labels.tolist(), train.captions_en, strict=True)
+    )
     assert set(english) == set(range(len(CAPTION_TEMPLATES_EN)))
     assert min(english.values()) > len(train) / len(CAPTION_TEMPLATES_EN) / 2
     assert len(set(train.captions_zh)) == 10 * len(CAPTION_TEMPLATES_ZH)
@@ -89,8 +97,11 @@ def test_same_seed_same_data_other_seed_other_data(splits):
 
 
 def _caption_by_image(data) -> dict[bytes, str]:
-    pairs = [(s.images[i].numpy().tobytes(), s.captions_en[i])
-             for s in data.values() for i in range(len(s))]
+    pairs = [
+        (s.images[i].numpy().tobytes(), s.captions_en[i])
+        for s in data.values()
+        for i in range(len(s))
+    ]
     counts = Counter(key for key, _ in pairs)
     return {key: caption for key, caption in pairs if counts[key] == 1}  # unique images only
 
@@ -120,20 +131,26 @@ def test_dataset_wrapper_and_loader(splits):
     assert list(captions) == splits["val"].captions_zh[:4]
 
 
-@pytest.mark.parametrize("call, error, match", [
-    (lambda: load_digits_captions(seed=-1), ValueError, "seed"),
-    (lambda: load_digits_captions(seed=1.5), ValueError, "seed"),
-    (lambda: load_digits_captions(val_fraction=0.0), ValueError, "val_fraction"),
-    (lambda: load_digits_captions(test_fraction=1.0), ValueError, "test_fraction"),
-    (lambda: load_digits_captions(val_fraction=0.5, test_fraction=0.5), ValueError,
-     "val_fraction"),
-    (lambda: prompts_en(10), ValueError, "digit"),
-    (lambda: prompts_zh(-1), ValueError, "digit"),
-    (lambda: prompts_en(True), ValueError, "digit"),
-    (lambda: caption_digit(3, template=len(CAPTION_TEMPLATES_EN)), ValueError, "template"),
-    (lambda: caption_digit(3, language="fr"), ValueError, "language"),
-    (lambda: DigitsCaptionDataset([1, 2, 3]), TypeError, "split"),
-])
+@pytest.mark.parametrize(
+    "call, error, match",
+    [
+        (lambda: load_digits_captions(seed=-1), ValueError, "seed"),
+        (lambda: load_digits_captions(seed=1.5), ValueError, "seed"),
+        (lambda: load_digits_captions(val_fraction=0.0), ValueError, "val_fraction"),
+        (lambda: load_digits_captions(test_fraction=1.0), ValueError, "test_fraction"),
+        (
+            lambda: load_digits_captions(val_fraction=0.5, test_fraction=0.5),
+            ValueError,
+            "val_fraction",
+        ),
+        (lambda: prompts_en(10), ValueError, "digit"),
+        (lambda: prompts_zh(-1), ValueError, "digit"),
+        (lambda: prompts_en(True), ValueError, "digit"),
+        (lambda: caption_digit(3, template=len(CAPTION_TEMPLATES_EN)), ValueError, "template"),
+        (lambda: caption_digit(3, language="fr"), ValueError, "language"),
+        (lambda: DigitsCaptionDataset([1, 2, 3]), TypeError, "split"),
+    ],
+)
 def test_bad_inputs(call, error, match):
     with pytest.raises(error, match=match):
         call()

@@ -44,8 +44,11 @@ def test_every_row_cites_a_source_in_the_bibliography(path: Path):
     rows = read_rows(path)
     assert rows, f"{path.name} is empty"
     assert "source" in rows[0], f"{path.name} has no 'source' column"
-    missing = [(index, row["source"]) for index, row in enumerate(rows, start=2)
-               if row["source"].strip() not in KEYS]
+    missing = [
+        (index, row["source"])
+        for index, row in enumerate(rows, start=2)
+        if row["source"].strip() not in KEYS
+    ]
     assert not missing, f"{path.name}: (line, source) not a BibTeX key: {missing}"
 
 

@@ -91,7 +91,7 @@ def test_cache_matches_full_recompute_stepwise(cross):
     full = model(ids, memory).logits
     cache = model.new_cache()
     parts = [model(ids[:, :4], memory, cache=cache).logits]
-    parts += [model(ids[:, t:t + 1], cache=cache).logits for t in range(4, 12)]
+    parts += [model(ids[:, t : t + 1], cache=cache).logits for t in range(4, 12)]
     torch.testing.assert_close(torch.cat(parts, dim=1), full, atol=1e-5, rtol=1e-5)
     assert cache.length == 12 and cache.batch_size == 3
 
@@ -114,17 +114,27 @@ def test_cached_greedy_equals_recompute(setting):
 
 def test_recompute_stepper_reproduces_captioner_generate():
     torch.manual_seed(0)
-    captioner = ImageCaptioner(VOCAB, bos_id=BOS, eos_id=EOS, pad_id=PAD, image_size=16,
-                               patch_size=8, d_model=16, num_heads=2, d_ff=32,
-                               max_length=10).eval()
+    captioner = ImageCaptioner(
+        VOCAB,
+        bos_id=BOS,
+        eos_id=EOS,
+        pad_id=PAD,
+        image_size=16,
+        patch_size=8,
+        d_model=16,
+        num_heads=2,
+        d_ff=32,
+        max_length=10,
+    ).eval()
     images = torch.rand(4, 3, 16, 16)
     expected = captioner.generate(images)
-    stepper = RecomputeStepper(lambda ids, memory: captioner.decode(memory, ids)[0],
-                               memory=captioner.encode(images))
+    stepper = RecomputeStepper(
+        lambda ids, memory: captioner.decode(memory, ids)[0], memory=captioner.encode(images)
+    )
     prompt = torch.full((4, 1), BOS)
     out = greedy(stepper, prompt, 9, eos_id=EOS, pad_id=PAD).sequences
     assert torch.equal(out, expected[:, : out.shape[1]])
-    assert (expected[:, out.shape[1]:] == PAD).all()
+    assert (expected[:, out.shape[1] :] == PAD).all()
 
 
 def test_greedy_stops_and_pads_after_eos():
@@ -140,18 +150,29 @@ def test_beam_one_and_top_k_one_equal_greedy(cross):
     memory = torch.randn(3, 5, 16) if cross else None
     prompt = _prompt(3, 1)
     reference = greedy(DecoderStepper(model, memory), prompt, 15, eos_id=EOS, pad_id=PAD)
-    beam = beam_search(DecoderStepper(model, memory), prompt, 15, beam_size=1,
-                       eos_id=EOS, pad_id=PAD)
-    sampled = sample(DecoderStepper(model, memory), prompt, 15, top_k=1, temperature=3.0,
-                     eos_id=EOS, pad_id=PAD, generator=torch.Generator().manual_seed(0))
+    beam = beam_search(
+        DecoderStepper(model, memory), prompt, 15, beam_size=1, eos_id=EOS, pad_id=PAD
+    )
+    sampled = sample(
+        DecoderStepper(model, memory),
+        prompt,
+        15,
+        top_k=1,
+        temperature=3.0,
+        eos_id=EOS,
+        pad_id=PAD,
+        generator=torch.Generator().manual_seed(0),
+    )
     assert torch.equal(beam.sequences, reference.sequences)
     assert torch.equal(sampled.sequences, reference.sequences)
-    torch.testing.assert_close(beam.scores * (beam.sequences[:, 1:] != PAD).sum(1),
-                               reference.scores, atol=1e-4, rtol=1e-5)
+    torch.testing.assert_close(
+        beam.scores * (beam.sequences[:, 1:] != PAD).sum(1), reference.scores, atol=1e-4, rtol=1e-5
+    )
 
 
-def _sequence_logprob(model: TransformerDecoder, prompt: torch.Tensor,
-                      tokens: tuple[int, ...]) -> float:
+def _sequence_logprob(
+    model: TransformerDecoder, prompt: torch.Tensor, tokens: tuple[int, ...]
+) -> float:
     ids = torch.cat([prompt, torch.tensor([tokens])], dim=1)
     logp = torch.log_softmax(model(ids).logits[0, :-1], dim=-1)
     return sum(float(logp[prompt.shape[1] - 1 + i, t]) for i, t in enumerate(tokens))
@@ -160,16 +181,18 @@ def _sequence_logprob(model: TransformerDecoder, prompt: torch.Tensor,
 def test_wide_beam_finds_the_exhaustive_best():
     """With beam_size >= V^(n-1) beam search is exact: compare with brute force."""
     torch.manual_seed(3)
-    model = TransformerDecoder(4, d_model=8, num_heads=2, num_layers=1, d_ff=16,
-                               max_length=8).eval()
+    model = TransformerDecoder(
+        4, d_model=8, num_heads=2, num_layers=1, d_ff=16, max_length=8
+    ).eval()
     prompt = torch.tensor([[1]])
     with torch.no_grad():
-        best = max(itertools.product(range(4), repeat=3),
-                   key=lambda seq: _sequence_logprob(model, prompt, seq))
+        best = max(
+            itertools.product(range(4), repeat=3),
+            key=lambda seq: _sequence_logprob(model, prompt, seq),
+        )
         out = beam_search(DecoderStepper(model), prompt, 3, beam_size=16, length_penalty=0.0)
         assert out.sequences[0, 1:].tolist() == list(best)
-        assert out.scores.item() == pytest.approx(_sequence_logprob(model, prompt, best),
-                                                  abs=1e-5)
+        assert out.scores.item() == pytest.approx(_sequence_logprob(model, prompt, best), abs=1e-5)
 
 
 def test_beam_beats_or_ties_greedy_in_log_probability():
@@ -184,9 +207,14 @@ def test_beam_beats_or_ties_greedy_in_log_probability():
 def test_sampling_follows_the_tempered_distribution(temperature, top_k):
     logits = torch.tensor([2.0, 1.0, 0.5, 0.0, -1.0])
     n = 40_000
-    out = sample(FixedStepper(logits), torch.zeros(n, 1, dtype=torch.long), 1,
-                 temperature=temperature, top_k=top_k,
-                 generator=torch.Generator().manual_seed(0))
+    out = sample(
+        FixedStepper(logits),
+        torch.zeros(n, 1, dtype=torch.long),
+        1,
+        temperature=temperature,
+        top_k=top_k,
+        generator=torch.Generator().manual_seed(0),
+    )
     freq = torch.bincount(out.sequences[:, 1], minlength=5).float() / n
     scaled = logits / temperature
     if top_k is not None:
@@ -214,21 +242,27 @@ def test_tied_embeddings_share_the_matrix():
     assert model.output.bias is None
 
 
-@pytest.mark.parametrize(("kwargs", "name"), [
-    ({"max_new_tokens": 0}, "max_new_tokens"),
-    ({"max_new_tokens": 3, "beam_size": 0}, "beam_size"),
-    ({"max_new_tokens": 3, "beam_size": 1.5}, "beam_size"),
-])
+@pytest.mark.parametrize(
+    ("kwargs", "name"),
+    [
+        ({"max_new_tokens": 0}, "max_new_tokens"),
+        ({"max_new_tokens": 3, "beam_size": 0}, "beam_size"),
+        ({"max_new_tokens": 3, "beam_size": 1.5}, "beam_size"),
+    ],
+)
 def test_beam_bad_arguments(kwargs, name):
     with pytest.raises(ValueError, match=name):
         beam_search(DecoderStepper(_lm()), _prompt(), **kwargs)
 
 
-@pytest.mark.parametrize(("kwargs", "name"), [
-    ({"temperature": 0.0}, "temperature"),
-    ({"temperature": -1.0}, "temperature"),
-    ({"top_k": 0}, "top_k"),
-])
+@pytest.mark.parametrize(
+    ("kwargs", "name"),
+    [
+        ({"temperature": 0.0}, "temperature"),
+        ({"temperature": -1.0}, "temperature"),
+        ({"top_k": 0}, "top_k"),
+    ],
+)
 def test_sample_bad_arguments(kwargs, name):
     with pytest.raises(ValueError, match=name):
         sample(DecoderStepper(_lm()), _prompt(), 3, **kwargs)

@@ -54,8 +54,10 @@ def random_logits(num_samples: int = 5, num_classes: int = 7, seed: int = 0, sca
 
 def random_attentions(num_layers: int, shape=(2, 3, 4, 5), seed: int = 0):
     generator = torch.Generator().manual_seed(seed)
-    return [torch.randn(*shape, generator=generator, dtype=DOUBLE).softmax(dim=-1)
-            for _ in range(num_layers)]
+    return [
+        torch.randn(*shape, generator=generator, dtype=DOUBLE).softmax(dim=-1)
+        for _ in range(num_layers)
+    ]
 
 
 # --- references -------------------------------------------------------------------
@@ -80,16 +82,18 @@ def loop_soft_target(student, teacher, temperature: float) -> float:
 
 def torch_kd(student, teacher, labels, temperature, alpha):
     """The widespread recipe: KLDivLoss(batchmean) * T^2 mixed with cross-entropy."""
-    kl = nn.KLDivLoss(reduction="batchmean")(F.log_softmax(student / temperature, dim=1),
-                                             F.softmax(teacher / temperature, dim=1))
+    kl = nn.KLDivLoss(reduction="batchmean")(
+        F.log_softmax(student / temperature, dim=1), F.softmax(teacher / temperature, dim=1)
+    )
     return alpha * temperature**2 * kl + (1 - alpha) * nn.CrossEntropyLoss()(student, labels)
 
 
 def torchdistill_kd(student, teacher, labels, temperature, alpha_hard):
     """torchdistill's KDLoss: note that its ``alpha`` weights the *hard* term."""
     beta = 1 - alpha_hard
-    soft = nn.KLDivLoss(reduction="batchmean")(torch.log_softmax(student / temperature, dim=1),
-                                               torch.softmax(teacher / temperature, dim=1))
+    soft = nn.KLDivLoss(reduction="batchmean")(
+        torch.log_softmax(student / temperature, dim=1), torch.softmax(teacher / temperature, dim=1)
+    )
     hard = nn.CrossEntropyLoss()(student, labels)
     return alpha_hard * hard + beta * temperature**2 * soft
 
@@ -144,7 +148,8 @@ def test_soft_target_loss_minus_kl_is_the_teacher_entropy():
     teacher_probs = F.softmax(teacher / temperature, dim=1)
     entropy = -(teacher_probs * teacher_probs.log()).sum(dim=1).mean()
     difference = soft_target_loss(student, teacher, temperature) - kd_kl_divergence(
-        student, teacher, temperature)
+        student, teacher, temperature
+    )
     torch.testing.assert_close(difference, entropy, rtol=1e-12, atol=1e-12)
 
 
@@ -162,16 +167,19 @@ def test_soft_target_gradient_has_the_closed_form():
     student.requires_grad_(True)
     temperature = 2.0
     (grad,) = torch.autograd.grad(soft_target_loss(student, teacher, temperature), student)
-    expected = (F.softmax(student / temperature, dim=1) - F.softmax(teacher / temperature, dim=1))
+    expected = F.softmax(student / temperature, dim=1) - F.softmax(teacher / temperature, dim=1)
     torch.testing.assert_close(grad, expected.detach() / (4 * temperature))
 
 
 def test_module_form_matches_the_function():
     student, teacher, labels = random_logits(seed=4)
-    torch.testing.assert_close(SoftTargetLoss(3.0)(student, teacher),
-                               soft_target_loss(student, teacher, 3.0))
-    torch.testing.assert_close(DistillationLoss(3.0, 0.4)(student, teacher, labels),
-                               distillation_loss(student, teacher, labels, 3.0, 0.4))
+    torch.testing.assert_close(
+        SoftTargetLoss(3.0)(student, teacher), soft_target_loss(student, teacher, 3.0)
+    )
+    torch.testing.assert_close(
+        DistillationLoss(3.0, 0.4)(student, teacher, labels),
+        distillation_loss(student, teacher, labels, 3.0, 0.4),
+    )
 
 
 # --- distillation_loss (eq-kd-hinton) -----------------------------------------------
@@ -180,7 +188,8 @@ def test_module_form_matches_the_function():
 @pytest.mark.parametrize("temperature", [1.0, 2.0, 4.0, 10.0])
 @pytest.mark.parametrize("alpha", [0.0, 0.3, 0.9, 1.0])
 def test_distillation_loss_equals_kldivloss_batchmean_times_t2_plus_cross_entropy(
-        temperature, alpha):
+    temperature, alpha
+):
     student, teacher, labels = random_logits(seed=5)
     expected = torch_kd(student, teacher, labels, temperature, alpha)
     got = distillation_loss(student, teacher, labels, temperature, alpha)
@@ -237,7 +246,8 @@ def test_soft_gradient_norm_times_t2_is_nearly_constant_for_large_t():
     norms = []
     for temperature in (8.0, 16.0, 32.0, 64.0):
         (grad,) = torch.autograd.grad(
-            distillation_loss(student, teacher, labels, temperature, alpha=1.0), student)
+            distillation_loss(student, teacher, labels, temperature, alpha=1.0), student
+        )
         norms.append(grad.norm().item())
     assert max(norms) / min(norms) < 1.05
     (plain,) = torch.autograd.grad(soft_target_loss(student, teacher, 64.0), student)
@@ -252,7 +262,8 @@ def test_large_t_soft_gradient_approaches_the_logit_matching_limit():
     student.requires_grad_(True)
     temperature = 1000.0
     (grad,) = torch.autograd.grad(
-        distillation_loss(student, teacher, labels, temperature, alpha=1.0), student)
+        distillation_loss(student, teacher, labels, temperature, alpha=1.0), student
+    )
     limit = (student - teacher).detach() / (5 * 6)
     torch.testing.assert_close(grad, limit, rtol=1e-2, atol=1e-5)
 
@@ -262,9 +273,11 @@ def test_losses_are_finite_at_logits_of_1e4(dtype):
     student = torch.tensor([[1e4, -1e4, 0.0], [-1e4, 1e4, 5e3]], dtype=dtype, requires_grad=True)
     teacher = torch.tensor([[-1e4, 1e4, 0.0], [1e4, -1e4, 0.0]], dtype=dtype)
     labels = torch.tensor([1, 2])
-    for loss in (soft_target_loss(student, teacher, 1.0),
-                 kd_kl_divergence(student, teacher, 1.0),
-                 distillation_loss(student, teacher, labels, 2.0, 0.5)):
+    for loss in (
+        soft_target_loss(student, teacher, 1.0),
+        kd_kl_divergence(student, teacher, 1.0),
+        distillation_loss(student, teacher, labels, 2.0, 0.5),
+    ):
         assert torch.isfinite(loss)
         (grad,) = torch.autograd.grad(loss, student)
         assert torch.isfinite(grad).all()
@@ -291,16 +304,31 @@ def test_property_kd_is_non_negative_and_shift_invariant(data, temperature, alph
     num_classes = data.draw(st.integers(2, 6))
     num_samples = data.draw(st.integers(1, 4))
     values = st.floats(-30, 30, allow_nan=False)
-    student = torch.tensor(data.draw(st.lists(st.lists(values, min_size=num_classes,
-                                                        max_size=num_classes),
-                                               min_size=num_samples, max_size=num_samples)),
-                           dtype=DOUBLE)
-    teacher = torch.tensor(data.draw(st.lists(st.lists(values, min_size=num_classes,
-                                                        max_size=num_classes),
-                                               min_size=num_samples, max_size=num_samples)),
-                           dtype=DOUBLE)
-    labels = torch.tensor(data.draw(st.lists(st.integers(0, num_classes - 1),
-                                             min_size=num_samples, max_size=num_samples)))
+    student = torch.tensor(
+        data.draw(
+            st.lists(
+                st.lists(values, min_size=num_classes, max_size=num_classes),
+                min_size=num_samples,
+                max_size=num_samples,
+            )
+        ),
+        dtype=DOUBLE,
+    )
+    teacher = torch.tensor(
+        data.draw(
+            st.lists(
+                st.lists(values, min_size=num_classes, max_size=num_classes),
+                min_size=num_samples,
+                max_size=num_samples,
+            )
+        ),
+        dtype=DOUBLE,
+    )
+    labels = torch.tensor(
+        data.draw(
+            st.lists(st.integers(0, num_classes - 1), min_size=num_samples, max_size=num_samples)
+        )
+    )
     kl = kd_kl_divergence(student, teacher, temperature)
     assert kl.item() >= -1e-12
     loss = distillation_loss(student, teacher, labels, temperature, alpha)
@@ -320,7 +348,8 @@ def test_property_soft_target_is_at_least_the_teacher_entropy(row, temperature):
     entropy = -(torch.special.xlogy(q, q)).sum().item()
     assert soft_target_loss(student, teacher, temperature).item() >= entropy - 1e-9
     assert soft_target_loss(teacher, teacher, temperature).item() == pytest.approx(
-        entropy, rel=1e-9, abs=1e-12)
+        entropy, rel=1e-9, abs=1e-12
+    )
 
 
 # --- attention distillation (eq-attention-distillation) ---------------------------------
@@ -339,8 +368,10 @@ def test_attention_mean_reduction_is_sum_over_elements_per_sample():
     student = random_attentions(2, seed=3)
     teacher = random_attentions(2, seed=4)
     elements = 3 * 4 * 5
-    torch.testing.assert_close(attention_distillation_loss(student, teacher, "sum"),
-                               elements * attention_distillation_loss(student, teacher, "mean"))
+    torch.testing.assert_close(
+        attention_distillation_loss(student, teacher, "sum"),
+        elements * attention_distillation_loss(student, teacher, "mean"),
+    )
 
 
 def test_uniform_layer_map_follows_tinybert():
@@ -379,14 +410,24 @@ def test_attention_scores_with_padding_match_tinybert():
     batch, heads, length = 2, 3, 5
     valid = torch.tensor([[True] * 5, [True, True, True, False, False]])
     additive = (~valid).to(DOUBLE)[:, None, None, :] * -1e4
-    student = [torch.randn(batch, heads, length, length, generator=generator, dtype=DOUBLE)
-               + additive for _ in range(2)]
-    teacher = [torch.randn(batch, heads, length, length, generator=generator, dtype=DOUBLE)
-               + additive for _ in range(6)]
+    student = [
+        torch.randn(batch, heads, length, length, generator=generator, dtype=DOUBLE) + additive
+        for _ in range(2)
+    ]
+    teacher = [
+        torch.randn(batch, heads, length, length, generator=generator, dtype=DOUBLE) + additive
+        for _ in range(6)
+    ]
     mapping = uniform_layer_map(2, 6)
     expected = tinybert_attention_loss(student, teacher, mapping)
-    got = attention_distillation_loss(student, teacher, reduction="mean", layer_map=mapping,
-                                      kind="scores", mask=valid[:, None, None, :])
+    got = attention_distillation_loss(
+        student,
+        teacher,
+        reduction="mean",
+        layer_map=mapping,
+        kind="scores",
+        mask=valid[:, None, None, :],
+    )
     torch.testing.assert_close(got * len(mapping), expected, rtol=1e-12, atol=1e-12)
 
 
@@ -414,10 +455,14 @@ def test_attention_probabilities_masked_positions_do_not_count():
 
 
 @settings(max_examples=30, deadline=None)
-@given(seed_a=st.integers(0, 10_000), seed_b=st.integers(0, 10_000),
-       reduction=st.sampled_from(["sum", "mean"]))
+@given(
+    seed_a=st.integers(0, 10_000),
+    seed_b=st.integers(0, 10_000),
+    reduction=st.sampled_from(["sum", "mean"]),
+)
 def test_property_attention_loss_is_symmetric_non_negative_and_zero_on_equal_maps(
-        seed_a, seed_b, reduction):
+    seed_a, seed_b, reduction
+):
     first = random_attentions(2, seed=seed_a)
     second = random_attentions(2, seed=seed_b)
     forward = attention_distillation_loss(first, second, reduction)
@@ -445,8 +490,15 @@ def test_feature_distillation_module_matches_an_explicit_projection():
     projected = student @ module.projection.weight.T + module.projection.bias
     expected = ((projected - teacher) ** 2).mean()
     torch.testing.assert_close(module(student, teacher), expected)
-    loop = sum((projected[b, i, k].item() - teacher[b, i, k].item()) ** 2
-               for b in range(2) for i in range(3) for k in range(6)) / 36
+    loop = (
+        sum(
+            (projected[b, i, k].item() - teacher[b, i, k].item()) ** 2
+            for b in range(2)
+            for i in range(3)
+            for k in range(6)
+        )
+        / 36
+    )
     assert module(student, teacher).item() == pytest.approx(loop, rel=1e-12)
 
 
@@ -454,8 +506,16 @@ def test_feature_distillation_mask_averages_over_real_tokens_only():
     student = torch.randn(2, 3, 4, dtype=DOUBLE)
     teacher = torch.randn(2, 3, 4, dtype=DOUBLE)
     mask = torch.tensor([[True, True, False], [True, False, False]])
-    expected = torch.cat([(student[0, :2] - teacher[0, :2]).flatten(),
-                          (student[1, :1] - teacher[1, :1]).flatten()]).square().mean()
+    expected = (
+        torch.cat(
+            [
+                (student[0, :2] - teacher[0, :2]).flatten(),
+                (student[1, :1] - teacher[1, :1]).flatten(),
+            ]
+        )
+        .square()
+        .mean()
+    )
     torch.testing.assert_close(feature_distillation_loss(student, teacher, mask=mask), expected)
     module = FeatureDistillationLoss(4, 4, project=False)
     torch.testing.assert_close(module(student, teacher, mask=mask), expected)
@@ -569,8 +629,9 @@ def test_bad_feature_inputs_are_rejected():
     with pytest.raises(ValueError, match="weight"):
         feature_distillation_loss(torch.randn(2, 4), torch.randn(2, 5), weight=torch.randn(3, 5))
     with pytest.raises(ValueError, match="mask"):
-        feature_distillation_loss(torch.randn(2, 4), torch.randn(2, 4),
-                                  mask=torch.ones(3, dtype=torch.bool))
+        feature_distillation_loss(
+            torch.randn(2, 4), torch.randn(2, 4), mask=torch.ones(3, dtype=torch.bool)
+        )
     with pytest.raises(ValueError, match="student_dim"):
         FeatureDistillationLoss(4, 5, project=False)
 
@@ -624,8 +685,18 @@ def test_fit_classifier_learns_and_distillation_trains_only_the_student():
     assert accuracy(teacher, inputs, labels) > 0.9
     frozen_copy = [p.detach().clone() for p in teacher.parameters()]
     student = nn.Linear(4, 3)
-    history = fit_classifier(student, inputs, labels, epochs=20, batch_size=50, lr=5e-2,
-                             teacher=teacher, temperature=2.0, alpha=0.5, seed=1)
+    history = fit_classifier(
+        student,
+        inputs,
+        labels,
+        epochs=20,
+        batch_size=50,
+        lr=5e-2,
+        teacher=teacher,
+        temperature=2.0,
+        alpha=0.5,
+        seed=1,
+    )
     assert history[-1] < history[0]
     assert accuracy(student, inputs, labels) > 0.8
     for before, after in zip(frozen_copy, teacher.parameters(), strict=True):
@@ -645,8 +716,9 @@ def test_fit_classifier_is_reproducible_and_applies_augment():
     for _ in range(2):
         torch.manual_seed(3)
         model = nn.Linear(4, 3)
-        results.append(fit_classifier(model, inputs, labels, epochs=2, batch_size=32,
-                                      augment=augment, seed=5))
+        results.append(
+            fit_classifier(model, inputs, labels, epochs=2, batch_size=32, augment=augment, seed=5)
+        )
     assert results[0] == results[1]
     assert calls == [32, 28] * 4
 
@@ -671,9 +743,20 @@ def test_cached_teacher_logits_match_asking_the_teacher_every_batch():
     for augment in (None, lambda batch, generator: batch):
         torch.manual_seed(1)
         student = nn.Linear(4, 3)
-        histories.append(fit_classifier(student, inputs, labels, epochs=3, batch_size=32,
-                                        teacher=teacher, temperature=3.0, alpha=0.6,
-                                        augment=augment, seed=2))
+        histories.append(
+            fit_classifier(
+                student,
+                inputs,
+                labels,
+                epochs=3,
+                batch_size=32,
+                teacher=teacher,
+                temperature=3.0,
+                alpha=0.6,
+                augment=augment,
+                seed=2,
+            )
+        )
     torch.testing.assert_close(torch.tensor(histories[0]), torch.tensor(histories[1]))
 
 
@@ -694,8 +777,12 @@ def test_random_shift_moves_each_image_by_at_most_one_pixel():
     assert shifted.shape == images.shape
     seen = set()
     for image, result in zip(images[:, 0], shifted[:, 0], strict=True):
-        matches = [(dx, dy) for dx in (-1, 0, 1) for dy in (-1, 0, 1)
-                   if torch.equal(result, shift_by_loop(image, dx, dy))]
+        matches = [
+            (dx, dy)
+            for dx in (-1, 0, 1)
+            for dy in (-1, 0, 1)
+            if torch.equal(result, shift_by_loop(image, dx, dy))
+        ]
         assert len(matches) == 1
         seen.add(matches[0])
     assert len(seen) > 4  # the shifts really vary

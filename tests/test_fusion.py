@@ -12,8 +12,15 @@ from torch import nn
 from mmlearn.data import WordTokenizer, make_question_dataset
 from mmlearn.nn import FUSIONS, CrossAttentionBlock, MultimodalTransformer, UnimodalBaseline
 
-SMALL = {"image_size": 16, "patch_size": 4, "d_model": 16, "num_heads": 2, "num_layers": 2,
-         "d_ff": 32, "max_length": 8}
+SMALL = {
+    "image_size": 16,
+    "patch_size": 4,
+    "d_model": 16,
+    "num_heads": 2,
+    "num_layers": 2,
+    "d_ff": 32,
+    "max_length": 8,
+}
 
 
 def _inputs(batch: int = 3, seed: int = 0, vocab: int = 12):
@@ -28,8 +35,9 @@ def _inputs(batch: int = 3, seed: int = 0, vocab: int = 12):
 def _torch_mha_like(block: CrossAttentionBlock, kdim: int) -> nn.MultiheadAttention:
     """``nn.MultiheadAttention`` (separate q/k/v weights since kdim != d_model), weights copied."""
     ours = block.cross_attn
-    ref = nn.MultiheadAttention(ours.d_model, ours.num_heads, kdim=kdim, vdim=kdim,
-                                batch_first=True).double()
+    ref = nn.MultiheadAttention(
+        ours.d_model, ours.num_heads, kdim=kdim, vdim=kdim, batch_first=True
+    ).double()
     with torch.no_grad():
         ref.q_proj_weight.copy_(ours.q_proj.weight)
         ref.k_proj_weight.copy_(ours.k_proj.weight)
@@ -41,26 +49,37 @@ def _torch_mha_like(block: CrossAttentionBlock, kdim: int) -> nn.MultiheadAttent
 
 
 @settings(max_examples=10, deadline=None)
-@given(kdim=st.sampled_from([5, 12, 24]), heads=st.sampled_from([1, 2, 4]),
-       length=st.integers(1, 5), patches=st.integers(1, 7), seed=st.integers(0, 1000))
+@given(
+    kdim=st.sampled_from([5, 12, 24]),
+    heads=st.sampled_from([1, 2, 4]),
+    length=st.integers(1, 5),
+    patches=st.integers(1, 7),
+    seed=st.integers(0, 1000),
+)
 def test_cross_attention_equals_torch_multihead_attention(kdim, heads, length, patches, seed):
     torch.manual_seed(seed)
     d_model = 8
     block = CrossAttentionBlock(d_model, heads, 16, kdim=kdim).double().eval()
     with torch.no_grad():  # non-zero biases, so that their placement is tested too
-        for layer in (block.cross_attn.q_proj, block.cross_attn.k_proj,
-                      block.cross_attn.v_proj, block.cross_attn.out_proj):
+        for layer in (
+            block.cross_attn.q_proj,
+            block.cross_attn.k_proj,
+            block.cross_attn.v_proj,
+            block.cross_attn.out_proj,
+        ):
             layer.bias.normal_()
     ref = _torch_mha_like(block, kdim)
     x = torch.randn(2, length, d_model, dtype=torch.float64)
     context = torch.randn(2, patches, kdim, dtype=torch.float64)
     context_valid = torch.ones(2, patches, dtype=torch.bool)
-    context_valid[1, patches // 2 + 1:] = False
+    context_valid[1, patches // 2 + 1 :] = False
     query = block.norm1(x)
-    expected, expected_weights = ref(query, context, context, key_padding_mask=~context_valid,
-                                     average_attn_weights=False)  # True = ignore, in PyTorch
-    output, weights = block.cross_attn(query, context, context,
-                                       mask=context_valid[:, None, None, :], need_weights=True)
+    expected, expected_weights = ref(
+        query, context, context, key_padding_mask=~context_valid, average_attn_weights=False
+    )  # True = ignore, in PyTorch
+    output, weights = block.cross_attn(
+        query, context, context, mask=context_valid[:, None, None, :], need_weights=True
+    )
     assert torch.allclose(output, expected, atol=1e-12)
     assert torch.allclose(weights, expected_weights, atol=1e-12)
     # The whole block: two pre-LN residual sub-layers around that attention.
@@ -135,8 +154,10 @@ def test_gated_cross_model_ignores_the_image_at_init():
     torch.manual_seed(0)
     model = MultimodalTransformer(12, 2, fusion="cross", gated=True, **SMALL).double().eval()
     images, ids, valid = _inputs()
-    assert torch.equal(_text_tokens(model, images, ids, valid),
-                       _text_tokens(model, torch.rand_like(images), ids, valid))
+    assert torch.equal(
+        _text_tokens(model, images, ids, valid),
+        _text_tokens(model, torch.rand_like(images), ids, valid),
+    )
 
 
 def test_cross_attention_maps_and_other_widths():

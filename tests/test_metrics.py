@@ -34,8 +34,9 @@ def ref_recall(similarity: torch.Tensor, text_to_image: list[int], k: int) -> tu
         image_hits += any(j in mine for j in order[:k])
     text_hits = 0
     for j in range(n_txt):
-        order = sorted(range(n_img), key=lambda i: (-float(similarity[i, j]),
-                                                     i == text_to_image[j]))
+        order = sorted(
+            range(n_img), key=lambda i: (-float(similarity[i, j]), i == text_to_image[j])
+        )
         text_hits += text_to_image[j] in order[:k]
     return image_hits / n_img, text_hits / n_txt
 
@@ -62,8 +63,7 @@ def test_ground_truth_at_rank_i_gives_recall_k_over_n():
 def test_any_caption_in_the_top_k_counts_for_the_image():
     # 2 images, 3 captions each; image 0's best caption comes 3rd, after two of image 1's.
     text_to_image = torch.tensor([0, 0, 0, 1, 1, 1])
-    similarity = torch.tensor([[0.1, 0.2, 0.7, 0.9, 0.8, 0.3],
-                               [0.0, 0.1, 0.2, 0.3, 0.9, 0.4]])
+    similarity = torch.tensor([[0.1, 0.2, 0.7, 0.9, 0.8, 0.3], [0.0, 0.1, 0.2, 0.3, 0.9, 0.4]])
     result = recall_at_k(similarity, text_to_image, ks=(1, 2, 3))
     assert result["image_to_text"] == {1: 0.5, 2: 0.5, 3: 1.0}
     # text -> image: only text 3 prefers the wrong image (0.9 for image 0 against 0.3)
@@ -78,8 +78,12 @@ def test_ties_count_against_the_query():
 
 
 @settings(max_examples=40, deadline=None)
-@given(n_img=st.integers(1, 6), captions=st.integers(1, 3), seed=st.integers(0, 2**16),
-       k=st.integers(1, 8))
+@given(
+    n_img=st.integers(1, 6),
+    captions=st.integers(1, 3),
+    seed=st.integers(0, 2**16),
+    k=st.integers(1, 8),
+)
 def test_recall_matches_sorting_reference(n_img, captions, seed, k):
     generator = torch.Generator().manual_seed(seed)
     text_to_image = torch.arange(n_img).repeat_interleave(captions)
@@ -96,23 +100,28 @@ def test_recall_does_not_depend_on_the_logit_scale(scale, seed):
     generator = torch.Generator().manual_seed(seed)
     similarity = torch.randn(5, 10, generator=generator, dtype=torch.float64)
     text_to_image = torch.arange(5).repeat(2)
-    assert recall_at_k(similarity * scale, text_to_image) == recall_at_k(similarity,
-                                                                         text_to_image)
+    assert recall_at_k(similarity * scale, text_to_image) == recall_at_k(similarity, text_to_image)
 
 
-@pytest.mark.parametrize("call, error, match", [
-    (lambda: recall_at_k(torch.eye(3)[0], torch.arange(3)), ValueError, "similarity"),
-    (lambda: recall_at_k(torch.eye(3).long(), torch.arange(3)), TypeError, "similarity"),
-    (lambda: recall_at_k(torch.zeros(0, 3), torch.arange(3)), ValueError, "similarity"),
-    (lambda: recall_at_k(torch.eye(3), torch.arange(4)), ValueError, "text_to_image"),
-    (lambda: recall_at_k(torch.eye(3), torch.tensor([0, 1, 3])), ValueError, "text_to_image"),
-    (lambda: recall_at_k(torch.eye(3), torch.tensor([0.0, 1.0, 2.0])), TypeError,
-     "text_to_image"),
-    (lambda: recall_at_k(torch.eye(3), torch.tensor([0, 1, 1])), ValueError, "text_to_image"),
-    (lambda: recall_at_k(torch.eye(3), torch.arange(3), ks=(0,)), ValueError, "ks"),
-    (lambda: recall_at_k(torch.eye(3), torch.arange(3), ks=()), ValueError, "ks"),
-    (lambda: recall_at_k(torch.eye(3), torch.arange(3), ks=(1.5,)), ValueError, "ks"),
-])
+@pytest.mark.parametrize(
+    "call, error, match",
+    [
+        (lambda: recall_at_k(torch.eye(3)[0], torch.arange(3)), ValueError, "similarity"),
+        (lambda: recall_at_k(torch.eye(3).long(), torch.arange(3)), TypeError, "similarity"),
+        (lambda: recall_at_k(torch.zeros(0, 3), torch.arange(3)), ValueError, "similarity"),
+        (lambda: recall_at_k(torch.eye(3), torch.arange(4)), ValueError, "text_to_image"),
+        (lambda: recall_at_k(torch.eye(3), torch.tensor([0, 1, 3])), ValueError, "text_to_image"),
+        (
+            lambda: recall_at_k(torch.eye(3), torch.tensor([0.0, 1.0, 2.0])),
+            TypeError,
+            "text_to_image",
+        ),
+        (lambda: recall_at_k(torch.eye(3), torch.tensor([0, 1, 1])), ValueError, "text_to_image"),
+        (lambda: recall_at_k(torch.eye(3), torch.arange(3), ks=(0,)), ValueError, "ks"),
+        (lambda: recall_at_k(torch.eye(3), torch.arange(3), ks=()), ValueError, "ks"),
+        (lambda: recall_at_k(torch.eye(3), torch.arange(3), ks=(1.5,)), ValueError, "ks"),
+    ],
+)
 def test_recall_bad_inputs(call, error, match):
     with pytest.raises(error, match=match):
         call()
@@ -122,8 +131,12 @@ def test_recall_bad_inputs(call, error, match):
 # Zero-shot classification
 # ----------------------------------------------------------------------------------------
 
-VECTORS = {"a cat": [1.0, 0.0, 0.0], "a kitten": [3.0, 1.0, 0.0],
-           "a dog": [0.0, 1.0, 0.0], "a puppy": [0.0, 2.0, 2.0]}
+VECTORS = {
+    "a cat": [1.0, 0.0, 0.0],
+    "a kitten": [3.0, 1.0, 0.0],
+    "a dog": [0.0, 1.0, 0.0],
+    "a puppy": [0.0, 2.0, 2.0],
+}
 
 
 def _encoder(texts: list[str]) -> torch.Tensor:
@@ -132,21 +145,24 @@ def _encoder(texts: list[str]) -> torch.Tensor:
 
 def test_class_embedding_is_the_normalised_mean_of_normalised_prompts():
     classes = zero_shot_classifier(_encoder, [["a cat", "a kitten"], ["a dog", "a puppy"]])
-    cat = F.normalize(torch.tensor([1.0, 0.0, 0.0], dtype=torch.float64), dim=0) \
-        + F.normalize(torch.tensor([3.0, 1.0, 0.0], dtype=torch.float64), dim=0)
-    dog = torch.tensor([0.0, 1.0, 0.0], dtype=torch.float64) \
-        + torch.tensor([0.0, 2.0, 2.0], dtype=torch.float64) / 8 ** 0.5
+    cat = F.normalize(torch.tensor([1.0, 0.0, 0.0], dtype=torch.float64), dim=0) + F.normalize(
+        torch.tensor([3.0, 1.0, 0.0], dtype=torch.float64), dim=0
+    )
+    dog = (
+        torch.tensor([0.0, 1.0, 0.0], dtype=torch.float64)
+        + torch.tensor([0.0, 2.0, 2.0], dtype=torch.float64) / 8**0.5
+    )
     torch.testing.assert_close(classes, F.normalize(torch.stack([cat, dog]) / 2, dim=1))
     # the raw (unnormalised) mean would point elsewhere: the length of "a kitten" does not count
-    raw = F.normalize(torch.tensor([[4.0, 1.0, 0.0], [0.0, 3.0, 2.0]], dtype=torch.float64),
-                      dim=1)
+    raw = F.normalize(torch.tensor([[4.0, 1.0, 0.0], [0.0, 3.0, 2.0]], dtype=torch.float64), dim=1)
     assert not torch.allclose(classes, raw)
 
 
 def test_zero_shot_prediction_and_accuracy():
     classes = torch.eye(3, dtype=torch.float64)
-    images = torch.tensor([[5.0, 1.0, 0.0], [0.1, 0.0, 0.2], [0.0, 9.0, 8.0],
-                           [1.0, 0.0, 0.9]], dtype=torch.float64)
+    images = torch.tensor(
+        [[5.0, 1.0, 0.0], [0.1, 0.0, 0.2], [0.0, 9.0, 8.0], [1.0, 0.0, 0.9]], dtype=torch.float64
+    )
     assert zero_shot_predict(images, classes).tolist() == [0, 2, 1, 0]
     labels = torch.tensor([0, 2, 2, 0])
     assert zero_shot_accuracy(images, classes, labels) == pytest.approx(0.75)
@@ -185,8 +201,9 @@ def test_zero_shot_bad_inputs():
 
 def test_plot_similarity_matrix_draws_values_and_labels():
     sim = torch.tensor([[0.9, 0.1], [0.2, 0.8], [0.3, 0.4]])
-    ax = plot_similarity_matrix(sim, row_labels=["a", "b", "c"], col_labels=["x", "y"],
-                                title="Similarity")
+    ax = plot_similarity_matrix(
+        sim, row_labels=["a", "b", "c"], col_labels=["x", "y"], title="Similarity"
+    )
     assert ax.get_title() == "Similarity"
     assert [t.get_text() for t in ax.get_xticklabels()] == ["x", "y"]
     assert np.allclose(ax.images[0].get_array(), sim.numpy())
@@ -218,8 +235,9 @@ def test_plot_embeddings_2d_one_colour_per_label():
     features = torch.randn(30, 5, generator=generator)
     labels = torch.arange(30) % 3
     _, ax = plt.subplots()
-    returned = plot_embeddings_2d(features, labels, method="pca", ax=ax,
-                                  label_names=["zero", "one", "two"])
+    returned = plot_embeddings_2d(
+        features, labels, method="pca", ax=ax, label_names=["zero", "one", "two"]
+    )
     assert returned is ax
     assert [t.get_text() for t in ax.get_legend().get_texts()] == ["zero", "one", "two"]
     assert len(ax.collections) == 3

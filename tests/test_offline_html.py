@@ -46,8 +46,17 @@ FETCHING_ATTRIBUTES = {
     "input": ("src",),
 }
 # <link rel=...> values that fetch (or connect) rather than merely point somewhere.
-FETCHING_RELS = {"stylesheet", "preload", "modulepreload", "prefetch", "preconnect",
-                 "dns-prefetch", "icon", "apple-touch-icon", "manifest"}
+FETCHING_RELS = {
+    "stylesheet",
+    "preload",
+    "modulepreload",
+    "prefetch",
+    "preconnect",
+    "dns-prefetch",
+    "icon",
+    "apple-touch-icon",
+    "manifest",
+}
 CSS_URL = re.compile(r"""url\(\s*(['"]?)(.*?)\1\s*\)|@import\s+(['"])(.*?)\3""")
 MODULE_IMPORT = re.compile(r"""\bimport\b[^;]*?['"]([^'"]+)['"]|\bimport\(\s*['"]([^'"]+)['"]""")
 # Matplotlib's warning when a label uses a character its font lacks (a tofu box).
@@ -107,15 +116,19 @@ def scan_page(text: str) -> list[tuple[str, str]]:
     scanner.feed(text)
     fetched = list(scanner.fetched)
     fetched += [("inline CSS url()", url) for block in scanner.css for url in css_urls(block)]
-    fetched += [("module import", a or b) for code in scanner.module_code
-                for a, b in MODULE_IMPORT.findall(code)]
+    fetched += [
+        ("module import", a or b)
+        for code in scanner.module_code
+        for a, b in MODULE_IMPORT.findall(code)
+    ]
     return fetched
 
 
 def is_remote(url: str) -> bool:
     """True for a URL that leaves the book: another host, or scheme-relative."""
     return urlsplit(url.strip()).scheme.lower() in {"http", "https", "ftp", "ws", "wss"} or (
-        url.strip().startswith("//"))
+        url.strip().startswith("//")
+    )
 
 
 def local_target(base: Path, url: str) -> Path | None:
@@ -159,8 +172,9 @@ def book_html() -> Path:
 def pages(folder: Path) -> list[Path]:
     """Every HTML page of the book (not the copies of sources and static files)."""
     skipped = {"_static", "_sources", "_images"}
-    return sorted(path for path in folder.rglob("*.html")
-                  if not skipped & set(path.relative_to(folder).parts))
+    return sorted(
+        path for path in folder.rglob("*.html") if not skipped & set(path.relative_to(folder).parts)
+    )
 
 
 def report(problems: dict[str, list[str]]) -> str:
@@ -210,8 +224,9 @@ def test_links_between_pages_resolve_inside_the_build():
     for page in pages(folder):
         scanner = PageScanner()
         scanner.feed(page.read_text(encoding="utf-8"))
-        found = problems_of(page, folder, [("<a href>", url) for url in scanner.links
-                                           if not is_remote(url)])
+        found = problems_of(
+            page, folder, [("<a href>", url) for url in scanner.links if not is_remote(url)]
+        )
         if found:
             problems[page.relative_to(folder).as_posix()] = found
     assert not problems, "links that break when the book is opened from disk:\n" + report(problems)
@@ -221,8 +236,10 @@ def test_links_between_pages_resolve_inside_the_build():
 def test_the_build_serves_the_pinned_vendored_scripts():
     folder = book_html()
     manifest = folder / "_static" / "vendored" / "manifest.json"
-    assert manifest.exists(), "the build has no _static/vendored/: is tools/vendor_assets.py " \
-                              "listed under sphinx.local_extensions in _config.yml?"
+    assert manifest.exists(), (
+        "the build has no _static/vendored/: is tools/vendor_assets.py "
+        "listed under sphinx.local_extensions in _config.yml?"
+    )
     packages = json.loads(manifest.read_text(encoding="utf-8"))["packages"]
     assert packages == vendor_assets.expected_manifest()
 
@@ -273,8 +290,10 @@ def test_scanner_accepts_a_page_whose_resources_are_all_local(tmp_path):
     (tmp_path / "_static" / "font.woff2").write_bytes(b"")
     (tmp_path / "book").mkdir()
     page = tmp_path / "book" / "page.html"
-    text = ('<script src="../_static/app.js?v=1"></script><img src="data:image/png;base64,AA">'
-            '<style>@font-face{src:url(../_static/font.woff2#x)}</style>')
+    text = (
+        '<script src="../_static/app.js?v=1"></script><img src="data:image/png;base64,AA">'
+        "<style>@font-face{src:url(../_static/font.woff2#x)}</style>"
+    )
     assert problems_of(page, tmp_path, scan_page(text)) == []
     absolute = problems_of(page, tmp_path, scan_page('<script src="/_static/app.js"></script>'))
     assert absolute and "root-absolute" in absolute[0]
@@ -283,8 +302,10 @@ def test_scanner_accepts_a_page_whose_resources_are_all_local(tmp_path):
 
 
 def test_missing_glyph_warning_is_recognised():
-    stderr = ("/usr/lib/python3/matplotlib/backends/backend_agg.py:211: UserWarning: Glyph 27880 "
-              "(\\N{CJK UNIFIED IDEOGRAPH-6CE8}) missing from font(s) DejaVu Sans.")
+    stderr = (
+        "/usr/lib/python3/matplotlib/backends/backend_agg.py:211: UserWarning: Glyph 27880 "
+        "(\\N{CJK UNIFIED IDEOGRAPH-6CE8}) missing from font(s) DejaVu Sans."
+    )
     assert MISSING_GLYPH.findall(stderr)
     assert MISSING_GLYPH.findall("Glyph 27880 missing from current font.")
     assert not MISSING_GLYPH.findall("all glyphs were found")
@@ -298,7 +319,8 @@ def test_sri_hash_matches_the_npm_format(tmp_path):
     empty.write_bytes(b"")
     # The SHA-512 of no bytes, base64-encoded as in package-lock.json.
     assert vendor_assets.sri_sha512(empty) == (
-        "sha512-z4PhNX7vuL3xVChQ1m2AB9Yg5AULVxXcg/SpIdNs6c5H0NE8XYXysP+DGNKHfuwvY7kxvUdBeoGlODJ6+SfaPg==")
+        "sha512-z4PhNX7vuL3xVChQ1m2AB9Yg5AULVxXcg/SpIdNs6c5H0NE8XYXysP+DGNKHfuwvY7kxvUdBeoGlODJ6+SfaPg=="
+    )
 
 
 def test_tarball_names_fold_the_scope():
@@ -320,18 +342,32 @@ def make_tarball(members: dict[str, bytes]) -> tarfile.TarFile:
 
 
 def test_only_the_kept_files_and_the_licence_are_selected():
-    package = vendor_assets.Package(name="lib", version="1.0.0", integrity="", folder="lib",
-                                    root="dist", keep=("lib.min.js", "fonts/*"))
-    archive = make_tarball({"package/LICENSE": b"MIT", "package/dist/lib.min.js": b"1",
-                            "package/dist/lib.js": b"2", "package/dist/fonts/a/b.woff": b"3",
-                            "package/src/fonts/c.woff": b"4", "package/dist/../evil.js": b"5"})
+    package = vendor_assets.Package(
+        name="lib",
+        version="1.0.0",
+        integrity="",
+        folder="lib",
+        root="dist",
+        keep=("lib.min.js", "fonts/*"),
+    )
+    archive = make_tarball(
+        {
+            "package/LICENSE": b"MIT",
+            "package/dist/lib.min.js": b"1",
+            "package/dist/lib.js": b"2",
+            "package/dist/fonts/a/b.woff": b"3",
+            "package/src/fonts/c.woff": b"4",
+            "package/dist/../evil.js": b"5",
+        }
+    )
     chosen = vendor_assets.selected_members(package, archive)
     assert sorted(chosen) == ["LICENSE", "fonts/a/b.woff", "lib.min.js"]
 
 
 def test_a_tarball_without_the_kept_files_is_an_error():
-    package = vendor_assets.Package(name="lib", version="1.0.0", integrity="", folder="lib",
-                                    root="dist", keep=("lib.min.js",))
+    package = vendor_assets.Package(
+        name="lib", version="1.0.0", integrity="", folder="lib", root="dist", keep=("lib.min.js",)
+    )
     with pytest.raises(SystemExit, match="lib"):
         vendor_assets.selected_members(package, make_tarball({"package/LICENSE": b"MIT"}))
 
@@ -341,11 +377,20 @@ def script(filename, priority=500, **attributes):
 
 
 def test_duplicate_inline_scripts_are_dropped_once():
-    scripts = [script(None, body="const A = 1"), script("x.js"), script("", body="const A = 1"),
-               script("x.js"), script("", body="const B = 2")]
+    scripts = [
+        script(None, body="const A = 1"),
+        script("x.js"),
+        script("", body="const A = 1"),
+        script("x.js"),
+        script("", body="const B = 2"),
+    ]
     vendor_assets.drop_duplicate_inline_scripts(scripts)
     assert [(s.filename, s.attributes.get("body")) for s in scripts] == [
-        (None, "const A = 1"), ("x.js", None), ("x.js", None), ("", "const B = 2")]
+        (None, "const A = 1"),
+        ("x.js", None),
+        ("x.js", None),
+        ("", "const B = 2"),
+    ]
 
 
 class FakeBuilder:
@@ -360,8 +405,10 @@ class FakeBuilder:
 def test_mermaid_is_loaded_as_a_classic_script():
     body = 'import mermaid from "../_static/vendored/mermaid/mermaid.min.js";\nmermaid.run();'
     scripts = [script("a.js"), script("", type="module", body=body), script("b.js")]
-    app = SimpleNamespace(builder=FakeBuilder(scripts),
-                          config=SimpleNamespace(mermaid_use_local="vendored/mermaid/mermaid.min.js"))
+    app = SimpleNamespace(
+        builder=FakeBuilder(scripts),
+        config=SimpleNamespace(mermaid_use_local="vendored/mermaid/mermaid.min.js"),
+    )
     vendor_assets.load_mermaid_as_classic_script(app, {}, scripts)
     assert [s.filename for s in scripts] == ["a.js", "b.js", "vendored/mermaid/mermaid.min.js", ""]
     assert scripts[2].attributes == {"defer": "defer"}
@@ -372,13 +419,23 @@ def test_mermaid_is_loaded_as_a_classic_script():
 
 
 def test_widget_manager_is_told_where_its_fonts_are():
-    scripts = [script("_static/vendored/requirejs/require.js"),
-               script("_static/vendored/html-manager/embed-amd.js"), script("c.js")]
+    scripts = [
+        script("_static/vendored/requirejs/require.js"),
+        script("_static/vendored/html-manager/embed-amd.js"),
+        script("c.js"),
+    ]
     context = {"pathto": lambda target, resource: "../" + target}
     vendor_assets.point_widget_manager_at_its_fonts(
-        SimpleNamespace(builder=FakeBuilder(scripts)), context, scripts)
+        SimpleNamespace(builder=FakeBuilder(scripts)), context, scripts
+    )
     names = [s.filename for s in scripts]
-    assert names == ["_static/vendored/requirejs/require.js", "c.js", "",
-                     "_static/vendored/html-manager/embed-amd.js"]
-    assert '"@jupyter-widgets/html-manager/dist": "../_static/vendored/html-manager"' in (
-        scripts[2].attributes["body"])
+    assert names == [
+        "_static/vendored/requirejs/require.js",
+        "c.js",
+        "",
+        "_static/vendored/html-manager/embed-amd.js",
+    ]
+    assert (
+        '"@jupyter-widgets/html-manager/dist": "../_static/vendored/html-manager"'
+        in (scripts[2].attributes["body"])
+    )

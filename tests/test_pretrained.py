@@ -55,15 +55,17 @@ def test_minilm_is_found_without_importing_its_package():
     folder = minilm_dir()
     assert (folder / "model.safetensors").is_file() and (folder / "config.json").is_file()
     spec = importlib.util.find_spec(pretrained.MINILM_PACKAGE)
-    assert folder.parent.as_posix() in {str(p).replace(os.sep, "/")
-                                        for p in spec.submodule_search_locations}
+    assert folder.parent.as_posix() in {
+        str(p).replace(os.sep, "/") for p in spec.submodule_search_locations
+    }
 
 
 def test_loader_works_offline_and_returns_six_layers_of_twelve_heads(minilm):
     model, tokenizer = minilm
     assert not model.training and model.config._attn_implementation == "eager"
-    batch = tokenizer(["a red circle above a blue square", "hello"], padding=True,
-                      return_tensors="pt")
+    batch = tokenizer(
+        ["a red circle above a blue square", "hello"], padding=True, return_tensors="pt"
+    )
     with torch.no_grad():
         outputs = model(**batch, output_attentions=True)
     length = batch["input_ids"].shape[1]
@@ -91,8 +93,9 @@ def test_our_attention_reproduces_minilm_layer_zero(minilm):
         _, weights = ours(hidden, hidden, hidden, mask=padding_mask(valid), need_weights=True)
     real = valid[:, None, :, None] & valid[:, None, None, :]  # rows and columns of real tokens
     reference = outputs.attentions[0]
-    torch.testing.assert_close(weights[real.expand_as(weights)],
-                               reference[real.expand_as(reference)], rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(
+        weights[real.expand_as(weights)], reference[real.expand_as(reference)], rtol=1e-4, atol=1e-5
+    )
 
 
 def test_checksum_mismatch_is_detected_even_after_a_successful_check(tmp_path):
@@ -158,8 +161,11 @@ def test_minilm_pipeline_is_mean_pooling_then_normalisation():
 
 def test_encode_sentences_gives_unit_vectors_that_rank_paraphrases_first(minilm):
     model, tokenizer = minilm
-    sentences = ["A man is playing a guitar.", "Someone plays the guitar.",
-                 "The stock market fell sharply today."]
+    sentences = [
+        "A man is playing a guitar.",
+        "Someone plays the guitar.",
+        "The stock market fell sharply today.",
+    ]
     embeddings = encode_sentences(model, tokenizer, sentences, batch_size=2)
     assert embeddings.shape == (3, 384)
     torch.testing.assert_close(embeddings.norm(dim=-1), torch.ones(3))

@@ -50,12 +50,18 @@ def test_rollout_equals_loop_reference():
 
 
 @settings(max_examples=20, deadline=None)
-@given(layers=st.integers(1, 4), heads=st.integers(1, 4), length=st.integers(1, 7),
-       fusion=st.sampled_from(["mean", "max", "min"]), alpha=st.floats(0.0, 1.0),
-       seed=st.integers(0, 1000))
+@given(
+    layers=st.integers(1, 4),
+    heads=st.integers(1, 4),
+    length=st.integers(1, 7),
+    fusion=st.sampled_from(["mean", "max", "min"]),
+    alpha=st.floats(0.0, 1.0),
+    seed=st.integers(0, 1000),
+)
 def test_rollout_rows_sum_to_one(layers, heads, length, fusion, alpha, seed):
-    attentions = torch.stack([_random_attention(2, heads, length, length, seed=seed + i)
-                              for i in range(layers)])
+    attentions = torch.stack(
+        [_random_attention(2, heads, length, length, seed=seed + i) for i in range(layers)]
+    )
     rollout = attention_rollout(attentions, head_fusion=fusion, residual_alpha=alpha)
     assert rollout.shape == (2, length, length)
     assert torch.allclose(rollout.sum(-1), torch.ones(2, length, dtype=torch.float64))
@@ -137,8 +143,18 @@ def test_rollout_and_viz_bad_inputs():
 
 def _tiny_model() -> MultimodalTransformer:
     torch.manual_seed(0)
-    return MultimodalTransformer(10, 2, fusion="cross", image_size=16, patch_size=4, d_model=8,
-                                 num_heads=2, num_layers=1, d_ff=16, max_length=6)
+    return MultimodalTransformer(
+        10,
+        2,
+        fusion="cross",
+        image_size=16,
+        patch_size=4,
+        d_model=8,
+        num_heads=2,
+        num_layers=1,
+        d_ff=16,
+        max_length=6,
+    )
 
 
 def test_predict_batched_equals_one_big_batch_and_restores_mode():
@@ -168,8 +184,10 @@ def test_measure_latency_table():
     assert table["batch_size"].tolist() == [1, 4]
     assert calls == [1] * 5 + [4] * 5
     assert (table["latency_ms"] > 0).all()
-    assert torch.allclose(torch.tensor(table["throughput"].values),
-                          torch.tensor((table["batch_size"] / table["latency_ms"] * 1e3).values))
+    assert torch.allclose(
+        torch.tensor(table["throughput"].values),
+        torch.tensor((table["batch_size"] / table["latency_ms"] * 1e3).values),
+    )
     with pytest.raises(ValueError, match="batch_sizes"):
         measure_latency(fn, [0], lambda b: (torch.ones(b, 3),))
     with pytest.raises(ValueError, match="warmup"):

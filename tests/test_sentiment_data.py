@@ -144,14 +144,17 @@ def test_splits_are_different_draws():
     assert splits["train"].texts[:10] != splits["test"].texts
 
 
-@pytest.mark.parametrize(("kwargs", "name"), [
-    ({"num_samples": 0}, "num_samples"),
-    ({"num_samples": 5, "irony": 1.5}, "irony"),
-    ({"num_samples": 5, "occlusion": -0.1}, "occlusion"),
-    ({"num_samples": 5, "monotone": 2}, "monotone"),
-    ({"num_samples": 5, "face_noise": 3.0}, "face_noise"),
-    ({"num_samples": 5, "prosody_noise": -1.0}, "prosody_noise"),
-])
+@pytest.mark.parametrize(
+    ("kwargs", "name"),
+    [
+        ({"num_samples": 0}, "num_samples"),
+        ({"num_samples": 5, "irony": 1.5}, "irony"),
+        ({"num_samples": 5, "occlusion": -0.1}, "occlusion"),
+        ({"num_samples": 5, "monotone": 2}, "monotone"),
+        ({"num_samples": 5, "face_noise": 3.0}, "face_noise"),
+        ({"num_samples": 5, "prosody_noise": -1.0}, "prosody_noise"),
+    ],
+)
 def test_bad_arguments_raise_value_error_naming_them(kwargs, name):
     with pytest.raises(ValueError, match=name):
         make_sentiment_dataset(**kwargs)

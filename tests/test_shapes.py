@@ -42,8 +42,11 @@ def test_same_seed_same_scenes_and_prefix_property():
 
 
 @settings(max_examples=25, deadline=None)
-@given(seed=st.integers(0, 10_000), image_size=st.sampled_from([16, 24, 32, 48]),
-       layout=st.sampled_from(LAYOUTS))
+@given(
+    seed=st.integers(0, 10_000),
+    image_size=st.sampled_from([16, 24, 32, 48]),
+    layout=st.sampled_from(LAYOUTS),
+)
 def test_boxes_inside_image_apart_and_matching_pixels(seed, image_size, layout):
     for scene in generate_scenes(4, seed=seed, image_size=image_size, layout=layout):
         assert scene.image.shape == (3, image_size, image_size)
@@ -65,7 +68,7 @@ def test_boxes_inside_image_apart_and_matching_pixels(seed, image_size, layout):
             covered |= inside
         assert torch.equal(covered, drawn)  # nothing drawn outside the boxes
         for i, a in enumerate(scene.objects):
-            for b in scene.objects[i + 1:]:
+            for b in scene.objects[i + 1 :]:
                 apart_x = a.box[2] < b.box[0] or b.box[2] < a.box[0]
                 apart_y = a.box[3] < b.box[1] or b.box[3] < a.box[1]
                 assert apart_x or apart_y
@@ -105,8 +108,10 @@ def test_object_count_range():
 
 def test_captions_left_to_right_in_both_languages():
     scene = generate_scenes(1, seed=0)[0]
-    scene.objects = [ShapeObject("square", "blue", (20, 2, 28, 10)),
-                     ShapeObject("circle", "red", (2, 20, 10, 28))]
+    scene.objects = [
+        ShapeObject("square", "blue", (20, 2, 28, 10)),
+        ShapeObject("circle", "red", (2, 20, 10, 28)),
+    ]
     assert caption_en(scene) == "a red circle and a blue square"
     assert caption_zh(scene) == "一个红色的圆形和一个蓝色的正方形"
     scene.objects.append(ShapeObject("triangle", "yellow", (12, 12, 18, 18)))
@@ -138,8 +143,11 @@ def test_questions_balanced_correct_and_boxed():
     for i, scene in enumerate(data.scenes):
         assert torch.equal(data.images[i], scene.image)
         assert _truth(scene, data.questions[i]) == bool(data.answers[i])
-        named = data.questions[i].split()[-1].rstrip("?") if data.kinds[i] == "exists" else \
-            data.questions[i].split()[2]
+        named = (
+            data.questions[i].split()[-1].rstrip("?")
+            if data.kinds[i] == "exists"
+            else data.questions[i].split()[2]
+        )
         obj = scene.find(named)
         if data.has_box[i]:
             assert tuple(data.boxes[i].tolist()) == obj.box
@@ -175,15 +183,18 @@ def test_kinds_subset():
     assert set(data.kinds) == {"color"} and bool(data.has_box.all())
 
 
-@pytest.mark.parametrize(("kwargs", "name"), [
-    ({"num_scenes": 0}, "num_scenes"),
-    ({"num_scenes": 2, "image_size": 8}, "image_size"),
-    ({"num_scenes": 2, "min_objects": 3, "max_objects": 2}, "min_objects"),
-    ({"num_scenes": 2, "max_objects": 4}, "max_objects"),
-    ({"num_scenes": 2, "allowed_pairs": {("purple", "circle")}}, "allowed_pairs"),
-    ({"num_scenes": 2, "allowed_pairs": set()}, "allowed_pairs"),
-    ({"num_scenes": 2, "layout": "circle"}, "layout"),
-])
+@pytest.mark.parametrize(
+    ("kwargs", "name"),
+    [
+        ({"num_scenes": 0}, "num_scenes"),
+        ({"num_scenes": 2, "image_size": 8}, "image_size"),
+        ({"num_scenes": 2, "min_objects": 3, "max_objects": 2}, "min_objects"),
+        ({"num_scenes": 2, "max_objects": 4}, "max_objects"),
+        ({"num_scenes": 2, "allowed_pairs": {("purple", "circle")}}, "allowed_pairs"),
+        ({"num_scenes": 2, "allowed_pairs": set()}, "allowed_pairs"),
+        ({"num_scenes": 2, "layout": "circle"}, "layout"),
+    ],
+)
 def test_generate_scenes_bad_inputs(kwargs, name):
     with pytest.raises(ValueError, match=name):
         generate_scenes(**kwargs)

@@ -66,8 +66,9 @@ def test_shapes_dtypes_and_vocabulary():
 
 def test_answers_match_the_scene_and_the_pixels():
     data = make_shapes_vqa(400, seed=1)
-    for scene, image, question, answer, kind in zip(data.scenes, data.images, data.questions,
-                                                    data.answers, data.kinds, strict=True):
+    for scene, image, question, answer, kind in zip(
+        data.scenes, data.images, data.questions, data.answers, data.kinds, strict=True
+    ):
         assert torch.equal(image, scene.image)
         assert answer == _expected_answer(scene, question) == answer_question(scene, question)
         if kind == "color":  # the answer is the colour actually drawn
@@ -81,9 +82,13 @@ def test_answers_match_the_scene_and_the_pixels():
 def test_every_kind_appears_and_exists_is_balanced_with_hard_negatives():
     data = make_shapes_vqa(1200, seed=2)
     assert set(data.kinds) == set(VQA_KINDS)
-    exists = [(scene, q, a) for scene, q, a, kind in zip(data.scenes, data.questions,
-                                                          data.answers, data.kinds, strict=True)
-              if kind == "exists"]
+    exists = [
+        (scene, q, a)
+        for scene, q, a, kind in zip(
+            data.scenes, data.questions, data.answers, data.kinds, strict=True
+        )
+        if kind == "exists"
+    ]
     share_yes = sum(a == "yes" for _, _, a in exists) / len(exists)
     assert abs(share_yes - 0.5) < 0.06
     hard = 0
@@ -103,8 +108,10 @@ def test_a_single_kind_and_skipped_scenes():
 
 
 def test_ask_returns_none_when_no_colour_is_unique():
-    objects = [ShapeObject("circle", "red", (0, 0, 7, 7)), ShapeObject("square", "red",
-                                                                       (8, 0, 15, 7))]
+    objects = [
+        ShapeObject("circle", "red", (0, 0, 7, 7)),
+        ShapeObject("square", "red", (8, 0, 15, 7)),
+    ]
     scene = Scene(render_scene(objects), objects)
     assert ask(scene, "shape", random.Random(0)) is None
     assert answer_question(scene, "how many red objects are there?") == "2"
@@ -117,13 +124,16 @@ def test_splits_are_different_draws():
     assert not torch.equal(splits["train"].images[:10], splits["test"].images)
 
 
-@pytest.mark.parametrize(("kwargs", "name"), [
-    ({"num_questions": 0}, "num_questions"),
-    ({"num_questions": 5, "kinds": ("size",)}, "kinds"),
-    ({"num_questions": 5, "kinds": ()}, "kinds"),
-    ({"num_questions": 5, "max_objects": 4}, "max_objects"),
-    ({"num_questions": 5, "image_size": 8}, "image_size"),
-])
+@pytest.mark.parametrize(
+    ("kwargs", "name"),
+    [
+        ({"num_questions": 0}, "num_questions"),
+        ({"num_questions": 5, "kinds": ("size",)}, "kinds"),
+        ({"num_questions": 5, "kinds": ()}, "kinds"),
+        ({"num_questions": 5, "max_objects": 4}, "max_objects"),
+        ({"num_questions": 5, "image_size": 8}, "image_size"),
+    ],
+)
 def test_bad_arguments_raise_value_error_naming_them(kwargs, name):
     with pytest.raises(ValueError, match=name):
         make_shapes_vqa(**kwargs)

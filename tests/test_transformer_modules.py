@@ -53,36 +53,61 @@ def test_feed_forward_hand_computed_case():
     b1 = torch.zeros(2, dtype=F64)
     w2 = torch.tensor([[3.0], [5.0]], dtype=F64)
     b2 = torch.tensor([0.5], dtype=F64)
-    torch.testing.assert_close(feed_forward(x, w1, b1, w2, b2),
-                               torch.tensor([[3.5]], dtype=F64))
+    torch.testing.assert_close(feed_forward(x, w1, b1, w2, b2), torch.tensor([[3.5]], dtype=F64))
 
 
 def test_feed_forward_module_is_the_functional_formula():
     module = FeedForward(6, 10, dropout=0.3).double().eval()
     x = randn(2, 4, 6, seed=1)
-    expected = feed_forward(x, module.linear1.weight.T, module.linear1.bias,
-                            module.linear2.weight.T, module.linear2.bias)
+    expected = feed_forward(
+        x,
+        module.linear1.weight.T,
+        module.linear1.bias,
+        module.linear2.weight.T,
+        module.linear2.bias,
+    )
     torch.testing.assert_close(module(x), expected)
     module.train()
     assert not torch.allclose(module(x), expected)  # dropout is active in training
 
 
-@pytest.mark.parametrize("call, error, argument", [
-    (lambda: feed_forward(randn(2, 4), randn(3, 6), randn(6), randn(6, 4), randn(4)),
-     ValueError, "w1"),
-    (lambda: feed_forward(randn(2, 4), randn(4, 6), randn(5), randn(6, 4), randn(4)),
-     ValueError, "b1"),
-    (lambda: feed_forward(randn(2, 4), randn(4, 6), randn(6), randn(5, 4), randn(4)),
-     ValueError, "w2"),
-    (lambda: feed_forward(randn(2, 4), randn(4, 6), randn(6), randn(6, 4), randn(3)),
-     ValueError, "b2"),
-    (lambda: feed_forward(randn(2, 4).long(), randn(4, 6), randn(6), randn(6, 4), randn(4)),
-     TypeError, "x"),
-    (lambda: feed_forward(randn(2, 4), randn(4, 6).float(), randn(6), randn(6, 4), randn(4)),
-     TypeError, "w1"),
-    (lambda: FeedForward(0, 4), ValueError, "d_model"),
-    (lambda: FeedForward(4, 4, dropout=-0.1), ValueError, "dropout"),
-])
+@pytest.mark.parametrize(
+    "call, error, argument",
+    [
+        (
+            lambda: feed_forward(randn(2, 4), randn(3, 6), randn(6), randn(6, 4), randn(4)),
+            ValueError,
+            "w1",
+        ),
+        (
+            lambda: feed_forward(randn(2, 4), randn(4, 6), randn(5), randn(6, 4), randn(4)),
+            ValueError,
+            "b1",
+        ),
+        (
+            lambda: feed_forward(randn(2, 4), randn(4, 6), randn(6), randn(5, 4), randn(4)),
+            ValueError,
+            "w2",
+        ),
+        (
+            lambda: feed_forward(randn(2, 4), randn(4, 6), randn(6), randn(6, 4), randn(3)),
+            ValueError,
+            "b2",
+        ),
+        (
+            lambda: feed_forward(randn(2, 4).long(), randn(4, 6), randn(6), randn(6, 4), randn(4)),
+            TypeError,
+            "x",
+        ),
+        (
+            lambda: feed_forward(randn(2, 4), randn(4, 6).float(), randn(6), randn(6, 4), randn(4)),
+            TypeError,
+            "w1",
+        ),
+        (lambda: FeedForward(0, 4), ValueError, "d_model"),
+        (lambda: FeedForward(4, 4, dropout=-0.1), ValueError, "dropout"),
+    ],
+)
 def test_feed_forward_rejects_bad_inputs(call, error, argument):
     with pytest.raises(error, match=argument):
         call()
@@ -99,8 +124,9 @@ def test_positional_encoding_matches_the_closed_form(d_model):
             angle = pos / 10000 ** ((i - i % 2) / d_model)
             expected = math.sin(angle) if i % 2 == 0 else math.cos(angle)
             assert table[pos, i].item() == pytest.approx(expected, abs=1e-12)
-    assert torch.equal(table[0], torch.tensor([0.0, 1.0] * (d_model // 2) + [0.0] * (d_model % 2),
-                                              dtype=F64))
+    assert torch.equal(
+        table[0], torch.tensor([0.0, 1.0] * (d_model // 2) + [0.0] * (d_model % 2), dtype=F64)
+    )
 
 
 def test_positional_encoding_module_adds_the_table_as_a_buffer():
@@ -108,8 +134,9 @@ def test_positional_encoding_module_adds_the_table_as_a_buffer():
     assert list(module.parameters()) == []
     assert "pe" in dict(module.named_buffers()) and "pe" not in module.state_dict()
     x = torch.randn(3, 10, 16)
-    torch.testing.assert_close(module(x) - x, sinusoidal_table(50, 16)[:10].float().expand(3, -1,
-                                                                                          -1))
+    torch.testing.assert_close(
+        module(x) - x, sinusoidal_table(50, 16)[:10].float().expand(3, -1, -1)
+    )
     assert module.double()(x.double()).dtype == F64
 
 
@@ -121,14 +148,17 @@ def test_positional_encoding_dropout_only_in_training():
     assert (module(x) == 0).any()
 
 
-@pytest.mark.parametrize("call, error, argument", [
-    (lambda: PositionalEncoding(8, max_len=4)(torch.randn(1, 5, 8)), ValueError, "x"),
-    (lambda: PositionalEncoding(8)(torch.randn(1, 5, 6)), ValueError, "x"),
-    (lambda: PositionalEncoding(8)(torch.randn(8)), ValueError, "x"),
-    (lambda: PositionalEncoding(0), ValueError, "d_model"),
-    (lambda: PositionalEncoding(8, max_len=0), ValueError, "max_len"),
-    (lambda: PositionalEncoding(8, dropout=2.0), ValueError, "dropout"),
-])
+@pytest.mark.parametrize(
+    "call, error, argument",
+    [
+        (lambda: PositionalEncoding(8, max_len=4)(torch.randn(1, 5, 8)), ValueError, "x"),
+        (lambda: PositionalEncoding(8)(torch.randn(1, 5, 6)), ValueError, "x"),
+        (lambda: PositionalEncoding(8)(torch.randn(8)), ValueError, "x"),
+        (lambda: PositionalEncoding(0), ValueError, "d_model"),
+        (lambda: PositionalEncoding(8, max_len=0), ValueError, "max_len"),
+        (lambda: PositionalEncoding(8, dropout=2.0), ValueError, "dropout"),
+    ],
+)
 def test_positional_encoding_rejects_bad_inputs(call, error, argument):
     with pytest.raises(error, match=argument):
         call()
@@ -137,15 +167,18 @@ def test_positional_encoding_rejects_bad_inputs(call, error, argument):
 # --- encoder layers against torch.nn.TransformerEncoderLayer ------------------------------
 
 
-def copy_layer_into_torch(ours: TransformerEncoderLayer,
-                          theirs: nn.TransformerEncoderLayer) -> None:
+def copy_layer_into_torch(
+    ours: TransformerEncoderLayer, theirs: nn.TransformerEncoderLayer
+) -> None:
     """Copy our layer's weights into PyTorch's (nn.Linear stores W^T in both)."""
     attn = ours.self_attn
     with torch.no_grad():
         theirs.self_attn.in_proj_weight.copy_(
-            torch.cat([attn.q_proj.weight, attn.k_proj.weight, attn.v_proj.weight]))
+            torch.cat([attn.q_proj.weight, attn.k_proj.weight, attn.v_proj.weight])
+        )
         theirs.self_attn.in_proj_bias.copy_(
-            torch.cat([attn.q_proj.bias, attn.k_proj.bias, attn.v_proj.bias]))
+            torch.cat([attn.q_proj.bias, attn.k_proj.bias, attn.v_proj.bias])
+        )
         theirs.self_attn.out_proj.load_state_dict(attn.out_proj.state_dict())
         theirs.linear1.load_state_dict(ours.ffn.linear1.state_dict())
         theirs.linear2.load_state_dict(ours.ffn.linear2.state_dict())
@@ -168,8 +201,9 @@ def test_encoder_layer_matches_torch_on_non_padded_positions(norm_first, fused):
     torch.manual_seed(0)
     ours = TransformerEncoderLayer(16, 4, 32, norm_first=norm_first, fused=fused).double().eval()
     randomise_norms(ours)
-    theirs = nn.TransformerEncoderLayer(16, 4, 32, dropout=0.0, batch_first=True,
-                                        norm_first=norm_first, dtype=F64).eval()
+    theirs = nn.TransformerEncoderLayer(
+        16, 4, 32, dropout=0.0, batch_first=True, norm_first=norm_first, dtype=F64
+    ).eval()
     copy_layer_into_torch(ours, theirs)
     x = randn(3, 7, 16, seed=1)
     valid = torch.ones(3, 7, dtype=torch.bool)
@@ -184,8 +218,7 @@ def test_encoder_layer_matches_torch_on_non_padded_positions(norm_first, fused):
 def test_encoder_layer_with_causal_mask_matches_torch():
     torch.manual_seed(0)
     ours = TransformerEncoderLayer(8, 2, 16).double().eval()
-    theirs = nn.TransformerEncoderLayer(8, 2, 16, dropout=0.0, batch_first=True,
-                                        dtype=F64).eval()
+    theirs = nn.TransformerEncoderLayer(8, 2, 16, dropout=0.0, batch_first=True, dtype=F64).eval()
     copy_layer_into_torch(ours, theirs)
     x = randn(2, 5, 8, seed=1)
     out, weights = ours(x, mask=causal_mask(5), need_weights=True)
@@ -199,8 +232,9 @@ def test_encoder_stack_matches_torch_encoder(norm_first):
     torch.manual_seed(0)
     ours = TransformerEncoder(16, 4, 24, num_layers=3, norm_first=norm_first).double().eval()
     randomise_norms(ours)
-    layer = nn.TransformerEncoderLayer(16, 4, 24, dropout=0.0, batch_first=True,
-                                       norm_first=norm_first, dtype=F64)
+    layer = nn.TransformerEncoderLayer(
+        16, 4, 24, dropout=0.0, batch_first=True, norm_first=norm_first, dtype=F64
+    )
     final = nn.LayerNorm(16, dtype=F64) if norm_first else None
     theirs = nn.TransformerEncoder(layer, 3, norm=final, enable_nested_tensor=False).eval()
     for our_layer, their_layer in zip(ours.layers, theirs.layers, strict=True):
@@ -227,8 +261,9 @@ def test_encoder_returns_no_maps_unless_asked_and_final_norm_can_be_chosen():
     x = torch.randn(2, 3, 8)
     assert encoder(x)[1] is None
     assert isinstance(TransformerEncoder(8, 2, 16, 2, norm_first=True).final_norm, nn.LayerNorm)
-    assert isinstance(TransformerEncoder(8, 2, 16, 2, norm_first=True, final_norm=False)
-                      .final_norm, nn.Identity)
+    assert isinstance(
+        TransformerEncoder(8, 2, 16, 2, norm_first=True, final_norm=False).final_norm, nn.Identity
+    )
     with pytest.raises(ValueError, match="num_layers"):
         TransformerEncoder(8, 2, 16, num_layers=0)
     with pytest.raises(ValueError, match="x"):
@@ -236,10 +271,15 @@ def test_encoder_returns_no_maps_unless_asked_and_final_norm_can_be_chosen():
 
 
 @settings(max_examples=20, deadline=None)
-@given(length=st.integers(2, 8), norm_first=st.booleans(), need_weights=st.booleans(),
-       seed=st.integers(0, 10_000))
-def test_self_attention_without_positions_is_permutation_equivariant(length, norm_first,
-                                                                     need_weights, seed):
+@given(
+    length=st.integers(2, 8),
+    norm_first=st.booleans(),
+    need_weights=st.booleans(),
+    seed=st.integers(0, 10_000),
+)
+def test_self_attention_without_positions_is_permutation_equivariant(
+    length, norm_first, need_weights, seed
+):
     torch.manual_seed(seed)
     layer = TransformerEncoderLayer(8, 2, 16, norm_first=norm_first).double().eval()
     x = randn(2, length, 8, seed=seed)

@@ -12,8 +12,13 @@ from mmlearn.nn import PatchEmbedding, TextTransformer, VisionTransformer
 
 
 @settings(max_examples=15, deadline=None)
-@given(patch=st.sampled_from([2, 4, 8]), grid=st.integers(1, 4), channels=st.sampled_from([1, 3]),
-       d_model=st.integers(1, 12), seed=st.integers(0, 1000))
+@given(
+    patch=st.sampled_from([2, 4, 8]),
+    grid=st.integers(1, 4),
+    channels=st.sampled_from([1, 3]),
+    d_model=st.integers(1, 12),
+    seed=st.integers(0, 1000),
+)
 def test_patch_embedding_equals_unfold_and_linear(patch, grid, channels, d_model, seed):
     torch.manual_seed(seed)
     size = patch * grid
@@ -65,8 +70,11 @@ def test_vit_fused_and_explicit_paths_agree():
 
 
 @settings(max_examples=15, deadline=None)
-@given(lengths=st.lists(st.integers(1, 6), min_size=1, max_size=4), extra=st.integers(0, 3),
-       seed=st.integers(0, 1000))
+@given(
+    lengths=st.lists(st.integers(1, 6), min_size=1, max_size=4),
+    extra=st.integers(0, 3),
+    seed=st.integers(0, 1000),
+)
 def test_text_outputs_ignore_padding(lengths, extra, seed):
     """Real tokens' outputs depend neither on how much padding follows nor on the padded ids."""
     torch.manual_seed(seed)

@@ -16,9 +16,11 @@ from mmlearn.nn.vlm import (
     make_projector,
 )
 
-TURNS = [[("what color is the circle ?", "red"), ("how many objects are there ?", "2")],
-         [("describe the image .", "a blue square and a red circle")],
-         [("is there a green triangle ?", "no")]]
+TURNS = [
+    [("what color is the circle ?", "red"), ("how many objects are there ?", "2")],
+    [("describe the image .", "a blue square and a red circle")],
+    [("is there a green triangle ?", "no")],
+]
 
 
 @pytest.fixture(scope="module")
@@ -29,11 +31,18 @@ def tokenizer():
 def _model(tokenizer, projector="mlp", seed=0):
     torch.manual_seed(seed)
     vit = VisionTransformer(16, 8, 3, 16, 2, 1, 32)
-    lm = TransformerDecoder(len(tokenizer), 24, 2, 2, 48, 64, tie_embeddings=True,
-                            pad_id=tokenizer.pad_id)
+    lm = TransformerDecoder(
+        len(tokenizer), 24, 2, 2, 48, 64, tie_embeddings=True, pad_id=tokenizer.pad_id
+    )
     options = {"num_queries": 3} if projector == "qformer" else {}
-    return VisionLanguageModel(vit, make_projector(projector, 16, 24, **options), lm,
-                               tokenizer.image_id, tokenizer.eot_id, tokenizer.pad_id).eval()
+    return VisionLanguageModel(
+        vit,
+        make_projector(projector, 16, 24, **options),
+        lm,
+        tokenizer.image_id,
+        tokenizer.eot_id,
+        tokenizer.pad_id,
+    ).eval()
 
 
 @pytest.fixture(scope="module")
@@ -55,12 +64,12 @@ def test_image_tokens_land_at_the_placeholder(tokenizer, images, projector):
     for row in range(3):
         p = int((ids[row] == tokenizer.image_id).nonzero())
         assert start[row] == p
-        torch.testing.assert_close(embeds[row, p:p + count], tokens[row])
-        text = model.language_model.embed_tokens(ids[row:row + 1])[0]
+        torch.testing.assert_close(embeds[row, p : p + count], tokens[row])
+        text = model.language_model.embed_tokens(ids[row : row + 1])[0]
         torch.testing.assert_close(embeds[row, :p], text[:p])
-        torch.testing.assert_close(embeds[row, p + count:], text[p + 1:])
-        assert (new_labels[row, p:p + count] == -100).all()
-        assert new_labels[row, p + count:].tolist() == labels[row, p + 1:].tolist()
+        torch.testing.assert_close(embeds[row, p + count :], text[p + 1 :])
+        assert (new_labels[row, p : p + count] == -100).all()
+        assert new_labels[row, p + count :].tolist() == labels[row, p + 1 :].tolist()
     output = model(ids, images, labels=labels)
     assert output.logits.shape[:2] == (3, ids.shape[1] + count - 1)
 
@@ -85,7 +94,7 @@ def test_padding_does_not_change_the_loss(tokenizer, images):
     batched_loss = chat_loss(batched.logits, batched.labels)
     total, count = 0.0, 0
     for row, (one_ids, one_labels) in enumerate(examples):
-        out = model(one_ids[None], images[row:row + 1], labels=one_labels[None])
+        out = model(one_ids[None], images[row : row + 1], labels=one_labels[None])
         n = int((out.labels[:, 1:] != -100).sum())
         total += chat_loss(out.logits, out.labels) * n
         count += n
@@ -108,8 +117,12 @@ def test_cached_generation_equals_uncached(tokenizer, images, projector):
     prompts = [encode_prompt(tokenizer, q) for q, _ in (TURNS[0][0], TURNS[1][0], TURNS[2][0])]
     cached = model.generate(images, prompts, 6)
     assert cached == model.generate(images, prompts, 6, use_cache=False)
-    seeded = [model.generate(images, prompts, 6, temperature=1.0, top_k=5,
-                             generator=torch.Generator().manual_seed(0)) for _ in range(2)]
+    seeded = [
+        model.generate(
+            images, prompts, 6, temperature=1.0, top_k=5, generator=torch.Generator().manual_seed(0)
+        )
+        for _ in range(2)
+    ]
     assert seeded[0] == seeded[1]
 
 
@@ -187,7 +200,13 @@ def test_bad_arguments(tokenizer, images):
     with pytest.raises(ValueError, match="num_queries"):
         QFormerProjector(4, 4, num_queries=0)
     with pytest.raises(TypeError, match="language_model"):
-        VisionLanguageModel(model.vision_encoder, model.projector,
-                            TransformerDecoder(10, 8, 2, 1, 16, cross_attention=True), 2, 5, 0)
+        VisionLanguageModel(
+            model.vision_encoder,
+            model.projector,
+            TransformerDecoder(10, 8, 2, 1, 16, cross_attention=True),
+            2,
+            5,
+            0,
+        )
     with pytest.raises(ValueError, match="labels"):
         chat_loss(torch.zeros(1, 3, 5), torch.zeros(1, 4, dtype=torch.long))

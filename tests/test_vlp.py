@@ -60,10 +60,9 @@ def test_hard_negatives_follow_the_similarity_distribution():
     draws a text of class k with probability proportional to ``n_k(c) * exp(L[c, k])``,
     where ``n_k(c)`` counts the class-k columns other than the row's own.
     """
-    table = torch.tensor([[3.0, 2.0, 0.0, -1.0],
-                          [1.0, 3.0, 1.0, 0.5],
-                          [0.0, 2.0, 3.0, 1.0],
-                          [1.5, 0.0, 0.5, 3.0]])
+    table = torch.tensor(
+        [[3.0, 2.0, 0.0, -1.0], [1.0, 3.0, 1.0, 0.5], [0.0, 2.0, 3.0, 1.0], [1.5, 0.0, 0.5, 3.0]]
+    )
     n, repeats = 400, 25
     classes = torch.arange(n) % 4
     logits = table[classes][:, classes]
@@ -118,10 +117,12 @@ def test_lm_loss_against_a_loop_and_by_hand():
     ids[2, 5:] = PAD
     prompt = torch.tensor([0, 3, 2])
     expected = _loop_lm_loss(logits, ids, PAD, prompt)
-    assert lm_loss(logits, ids, pad_id=PAD, prompt_length=prompt).item() == \
-        pytest.approx(expected, rel=1e-5)
-    assert LMLoss(pad_id=PAD, prompt_length=2)(logits, ids).item() == \
-        pytest.approx(_loop_lm_loss(logits, ids, PAD, [2, 2, 2]), rel=1e-5)
+    assert lm_loss(logits, ids, pad_id=PAD, prompt_length=prompt).item() == pytest.approx(
+        expected, rel=1e-5
+    )
+    assert LMLoss(pad_id=PAD, prompt_length=2)(logits, ids).item() == pytest.approx(
+        _loop_lm_loss(logits, ids, PAD, [2, 2, 2]), rel=1e-5
+    )
     uniform = torch.zeros(1, 3, 4)
     assert lm_loss(uniform, torch.tensor([[1, 2, 3]])).item() == pytest.approx(math.log(4))
 
@@ -134,13 +135,13 @@ def test_lm_loss_ignores_padding_and_prompt_positions():
     loss.backward()
     # counted targets: (0, j=2), (1, j=2), (1, j=3) -> logits rows (0,1), (1,1), (1,2)
     used = logits.grad.abs().sum(-1) > 0
-    assert used.tolist() == [[False, True, False, False, False],
-                             [False, True, True, False, False]]
+    assert used.tolist() == [[False, True, False, False, False], [False, True, True, False, False]]
     changed = logits.detach().clone()
     changed[0, 2:] = 100.0  # predictions of padding targets and beyond
     changed[:, 0] = -7.0  # predictions of prompt targets
-    assert lm_loss(changed, ids, pad_id=PAD, prompt_length=2).item() == \
-        pytest.approx(loss.item(), rel=1e-6)
+    assert lm_loss(changed, ids, pad_id=PAD, prompt_length=2).item() == pytest.approx(
+        loss.item(), rel=1e-6
+    )
 
 
 def test_lm_loss_bad_inputs():
@@ -160,9 +161,20 @@ def test_lm_loss_bad_inputs():
 
 def _model(**flags) -> VisionLanguagePretrainer:
     torch.manual_seed(0)
-    return VisionLanguagePretrainer(VOCAB, eos_id=EOS, pad_id=PAD, image_size=16, patch_size=8,
-                                    d_model=16, num_heads=2, num_layers=2, d_ff=32,
-                                    max_length=8, embed_dim=8, **flags)
+    return VisionLanguagePretrainer(
+        VOCAB,
+        eos_id=EOS,
+        pad_id=PAD,
+        image_size=16,
+        patch_size=8,
+        d_model=16,
+        num_heads=2,
+        num_layers=2,
+        d_ff=32,
+        max_length=8,
+        embed_dim=8,
+        **flags,
+    )
 
 
 def _batch(n: int = 4):
@@ -220,17 +232,25 @@ def test_to_classifier_transfers_everything_but_the_head():
             assert torch.equal(value, source[name]), name
     assert classifier.head[-1].out_features == 4
     images, ids, valid = _batch()
-    torch.testing.assert_close(classifier.features(images, ids, valid).pooled,
-                               model.fuse(model.encode_image(images)[0], ids, valid))
+    torch.testing.assert_close(
+        classifier.features(images, ids, valid).pooled,
+        model.fuse(model.encode_image(images)[0], ids, valid),
+    )
 
 
 def test_caption_stepper_decodes():
     model = _model().eval()
     images = torch.rand(3, 3, 16, 16)
-    out = greedy(model.caption_stepper(images), torch.ones(3, 1, dtype=torch.long), 7,
-                 eos_id=EOS, pad_id=PAD)
-    full = greedy(model.caption_stepper(images, use_cache=False),
-                  torch.ones(3, 1, dtype=torch.long), 7, eos_id=EOS, pad_id=PAD)
+    out = greedy(
+        model.caption_stepper(images), torch.ones(3, 1, dtype=torch.long), 7, eos_id=EOS, pad_id=PAD
+    )
+    full = greedy(
+        model.caption_stepper(images, use_cache=False),
+        torch.ones(3, 1, dtype=torch.long),
+        7,
+        eos_id=EOS,
+        pad_id=PAD,
+    )
     assert torch.equal(out.sequences, full.sequences)
 
 

@@ -29,8 +29,7 @@ def reference_accuracy(prediction: str, answers: list[str]) -> float:
     subsets = list(combinations(range(len(answers)), len(answers) - 1))
     scores = []
     for subset in subsets:
-        matches = sum(normalize_answer(answers[i]) == normalize_answer(prediction)
-                      for i in subset)
+        matches = sum(normalize_answer(answers[i]) == normalize_answer(prediction) for i in subset)
         scores.append(min(matches / 3, 1.0))
     return sum(scores) / len(scores)
 
@@ -46,9 +45,14 @@ def test_fixture_loads_in_question_id_order_with_ten_answers_each():
     assert all(len(e.answers) == 10 for e in examples)
     first = examples[0]
     assert first == VQAExample(
-        question_id=42000, image_id=42, question="What color is the circle?",
-        answers=("red",) * 7 + ("Red", "orange", "red."), multiple_choice_answer="red",
-        question_type="what color is the", answer_type="other")
+        question_id=42000,
+        image_id=42,
+        question="What color is the circle?",
+        answers=("red",) * 7 + ("Red", "orange", "red."),
+        multiple_choice_answer="red",
+        question_type="what color is the",
+        answer_type="other",
+    )
 
 
 def test_questions_alone_give_examples_without_answers():
@@ -61,14 +65,16 @@ def test_fixture_is_in_the_official_layout():
     questions = json.loads(QUESTIONS.read_text(encoding="utf-8"))
     annotations = json.loads(ANNOTATIONS.read_text(encoding="utf-8"))
     assert {"info", "task_type", "data_type", "data_subtype", "questions", "license"} <= set(
-        questions)
+        questions
+    )
     assert {"info", "data_type", "data_subtype", "annotations", "license"} <= set(annotations)
     answer = annotations["annotations"][0]["answers"][0]
     assert set(answer) == {"answer", "answer_confidence", "answer_id"}
 
 
-@pytest.mark.parametrize("count, expected", [(0, 0.0), (1, 0.3), (2, 0.6), (3, 0.9),
-                                             (4, 1.0), (10, 1.0)])
+@pytest.mark.parametrize(
+    "count, expected", [(0, 0.0), (1, 0.3), (2, 0.6), (3, 0.9), (4, 1.0), (10, 1.0)]
+)
 def test_accuracy_hand_computed_by_number_of_agreeing_humans(count, expected):
     answers = ["cat"] * count + ["dog"] * (10 - count)
     assert vqa_accuracy("cat", answers) == pytest.approx(expected)
@@ -84,14 +90,14 @@ def test_accuracy_on_the_fixture():
     assert vqa_accuracy("2", examples[42001].answers) == pytest.approx(0.6)
 
 
-answer_lists = st.lists(st.sampled_from(["yes", "no", "2", "red", "Red "]), min_size=2,
-                        max_size=10)
+answer_lists = st.lists(st.sampled_from(["yes", "no", "2", "red", "Red "]), min_size=2, max_size=10)
 
 
 @given(answer_lists, st.sampled_from(["yes", "no", "2", "red", "blue"]))
 def test_accuracy_matches_the_brute_force_reference(answers, prediction):
     assert vqa_accuracy(prediction, answers) == pytest.approx(
-        reference_accuracy(prediction, answers), abs=1e-12)
+        reference_accuracy(prediction, answers), abs=1e-12
+    )
 
 
 @given(answer_lists, st.sampled_from(["yes", "no", "red"]))
@@ -109,8 +115,10 @@ def test_normalize_answer():
 
 
 def test_answer_vocabulary_orders_by_frequency_then_alphabet():
-    examples = [VQAExample(i, 0, "q", multiple_choice_answer=a)
-                for i, a in enumerate(["yes", "no", "Yes", "2", "no", "yes"])]
+    examples = [
+        VQAExample(i, 0, "q", multiple_choice_answer=a)
+        for i, a in enumerate(["yes", "no", "Yes", "2", "no", "yes"])
+    ]
     assert answer_vocabulary(examples) == ["yes", "no", "2"]
     assert answer_vocabulary(examples, top_k=2) == ["yes", "no"]
     with pytest.raises(ValueError, match="top_k"):

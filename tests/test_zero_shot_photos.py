@@ -50,6 +50,7 @@ def conse(classifier):
 
 # --- the loader --------------------------------------------------------------------------
 
+
 def test_a_weights_file_with_another_hash_is_rejected_naming_the_file(tmp_path):
     copy = tmp_path / "efficientnet-lite0-copy.pth"
     shutil.copyfile(verify_efficientnet_lite0(), copy)
@@ -79,12 +80,15 @@ def test_the_classifier_is_frozen_in_eval_mode_and_its_head_splits_cleanly(class
     torch.testing.assert_close(split, logits)
 
 
-@pytest.mark.parametrize(("photo", "sensible"), [
-    ("chelsea", CAT_CLASSES),
-    ("coffee", {"espresso", "cup", "coffee mug"}),
-    ("camera", {"tripod", "reflex camera", "Polaroid camera"}),
-    ("motorcycle", {"moped", "motor scooter"}),
-])
+@pytest.mark.parametrize(
+    ("photo", "sensible"),
+    [
+        ("chelsea", CAT_CLASSES),
+        ("coffee", {"espresso", "cup", "coffee mug"}),
+        ("camera", {"tripod", "reflex camera", "Polaroid camera"}),
+        ("motorcycle", {"moped", "motor scooter"}),
+    ],
+)
 def test_top1_on_shipped_photos_is_a_sensible_imagenet_class(classifier, photo, sensible):
     with torch.no_grad():
         logits = classifier(preprocess_photo(load_photo(photo))[None])
@@ -92,6 +96,7 @@ def test_top1_on_shipped_photos_is_a_sensible_imagenet_class(classifier, photo, 
 
 
 # --- photos, class names, preprocessing ------------------------------------------------
+
 
 def test_imagenet_classes_are_torchvisions_list():
     from torchvision.models import ResNet18_Weights
@@ -133,12 +138,15 @@ def test_preprocessing_crops_the_centre_and_scales_like_googles_lite_models():
     torch.testing.assert_close(pixels, torch.full((3, 4, 4), (255 - 127) / 128))
 
 
-@pytest.mark.parametrize(("image", "error", "match"), [
-    (np.zeros((32, 32), dtype=np.uint8), ValueError, "image.*grayscale.*gray2rgb"),
-    (np.zeros((32, 32, 4), dtype=np.uint8), ValueError, "image"),
-    (np.zeros((32, 32, 3), dtype=np.int64), TypeError, "image"),
-    (np.full((32, 32, 3), 2.0), ValueError, "image"),
-])
+@pytest.mark.parametrize(
+    ("image", "error", "match"),
+    [
+        (np.zeros((32, 32), dtype=np.uint8), ValueError, "image.*grayscale.*gray2rgb"),
+        (np.zeros((32, 32, 4), dtype=np.uint8), ValueError, "image"),
+        (np.zeros((32, 32, 3), dtype=np.int64), TypeError, "image"),
+        (np.full((32, 32, 3), 2.0), ValueError, "image"),
+    ],
+)
 def test_preprocessing_rejects_bad_images_naming_the_argument(image, error, match):
     with pytest.raises(error, match=match):
         preprocess_photo(image)
@@ -153,6 +161,7 @@ def test_preprocessing_rejects_bad_sizes():
 
 
 # --- ConSE ------------------------------------------------------------------------------
+
 
 def _conse_by_loop(probabilities, class_embeddings, k):
     """Norouzi et al.'s formula written out: (1/Z) sum_t p(y_t|x) s(y_t), then normalised."""
@@ -170,8 +179,9 @@ def test_conse_matches_the_formula_written_as_a_loop(seed):
     probabilities = torch.randn(4, 12, generator=generator, dtype=torch.float64).softmax(-1)
     classes = torch.randn(12, 5, generator=generator, dtype=torch.float64)
     for k in (1, 3, 12):
-        torch.testing.assert_close(conse_embedding(probabilities, classes, k),
-                                   _conse_by_loop(probabilities, classes, k))
+        torch.testing.assert_close(
+            conse_embedding(probabilities, classes, k), _conse_by_loop(probabilities, classes, k)
+        )
 
 
 def test_conse_gives_unit_vectors_and_k1_is_the_top_class_embedding():
@@ -187,24 +197,33 @@ def test_conse_gives_unit_vectors_and_k1_is_the_top_class_embedding():
     torch.testing.assert_close(conse_embedding(probabilities, classes, 20), everything)
 
 
-@pytest.mark.parametrize(("kwargs", "error", "match"), [
-    ({"top_k": 0}, ValueError, "top_k"),
-    ({"top_k": -2}, ValueError, "top_k"),
-    ({"top_k": True}, ValueError, "top_k"),
-    ({"top_k": 11}, ValueError, "top_k"),
-    ({"class_embeddings": torch.zeros(9, 4)}, ValueError, "class_embeddings"),
-    ({"probabilities": torch.zeros(3, 10, dtype=torch.long)}, TypeError, "probabilities"),
-    ({"probabilities": torch.zeros(10)}, ValueError, "probabilities"),
-])
+@pytest.mark.parametrize(
+    ("kwargs", "error", "match"),
+    [
+        ({"top_k": 0}, ValueError, "top_k"),
+        ({"top_k": -2}, ValueError, "top_k"),
+        ({"top_k": True}, ValueError, "top_k"),
+        ({"top_k": 11}, ValueError, "top_k"),
+        ({"class_embeddings": torch.zeros(9, 4)}, ValueError, "class_embeddings"),
+        ({"probabilities": torch.zeros(3, 10, dtype=torch.long)}, TypeError, "probabilities"),
+        ({"probabilities": torch.zeros(10)}, ValueError, "probabilities"),
+    ],
+)
 def test_conse_rejects_bad_inputs_naming_the_argument(kwargs, error, match):
-    arguments = {"probabilities": torch.full((3, 10), 0.1), "class_embeddings": torch.zeros(10, 4),
-                 "top_k": 2, **kwargs}
+    arguments = {
+        "probabilities": torch.full((3, 10), 0.1),
+        "class_embeddings": torch.zeros(10, 4),
+        "top_k": 2,
+        **kwargs,
+    }
     with pytest.raises(error, match=match):
         conse_embedding(**arguments)
 
 
-@pytest.mark.parametrize(("prompts", "error"), [([], ValueError), ("a cat", TypeError),
-                                                 (["a cat", ""], ValueError), ([3], TypeError)])
+@pytest.mark.parametrize(
+    ("prompts", "error"),
+    [([], ValueError), ("a cat", TypeError), (["a cat", ""], ValueError), ([3], TypeError)],
+)
 def test_prompt_lists_are_checked_naming_the_argument(prompts, error):
     with pytest.raises(error, match="prompts"):
         check_prompts(prompts)
@@ -230,6 +249,7 @@ def test_conse_pipeline_on_real_photos(conse):
 
 
 # --- Grad-CAM ---------------------------------------------------------------------------
+
 
 def test_grad_cam_hand_computed_case():
     activations = torch.tensor([[[[1.0, 2.0], [3.0, 4.0]], [[4.0, 0.0], [0.0, 0.0]]]])
@@ -272,6 +292,7 @@ def test_text_conditioned_grad_cam_on_a_real_photo(conse):
 
 # --- CLIP through transformers, offline on a tiny random model ------------------------
 
+
 def test_clip_zero_shot_on_a_tiny_random_clip():
     from transformers import AutoTokenizer, CLIPConfig, CLIPImageProcessor, CLIPModel
 
@@ -279,17 +300,32 @@ def test_clip_zero_shot_on_a_tiny_random_clip():
 
     tokenizer = AutoTokenizer.from_pretrained(minilm_dir(), local_files_only=True)
     config = CLIPConfig(
-        text_config=dict(vocab_size=tokenizer.vocab_size, hidden_size=16, intermediate_size=32,
-                         num_hidden_layers=1, num_attention_heads=2, max_position_embeddings=32,
-                         pad_token_id=tokenizer.pad_token_id, bos_token_id=tokenizer.cls_token_id,
-                         eos_token_id=tokenizer.sep_token_id),
-        vision_config=dict(image_size=32, patch_size=16, hidden_size=16, intermediate_size=32,
-                           num_hidden_layers=1, num_attention_heads=2),
-        projection_dim=8)
+        text_config=dict(
+            vocab_size=tokenizer.vocab_size,
+            hidden_size=16,
+            intermediate_size=32,
+            num_hidden_layers=1,
+            num_attention_heads=2,
+            max_position_embeddings=32,
+            pad_token_id=tokenizer.pad_token_id,
+            bos_token_id=tokenizer.cls_token_id,
+            eos_token_id=tokenizer.sep_token_id,
+        ),
+        vision_config=dict(
+            image_size=32,
+            patch_size=16,
+            hidden_size=16,
+            intermediate_size=32,
+            num_hidden_layers=1,
+            num_attention_heads=2,
+        ),
+        projection_dim=8,
+    )
     torch.manual_seed(0)
     model = CLIPModel(config).eval()
-    processor = CLIPImageProcessor(size={"shortest_edge": 32}, crop_size={"height": 32,
-                                                                          "width": 32})
+    processor = CLIPImageProcessor(
+        size={"shortest_edge": 32}, crop_size={"height": 32, "width": 32}
+    )
     photos = list(load_photos(["chelsea", "camera"]).values())
     probabilities = clip_zero_shot(model, processor, tokenizer, photos, ["a cat", "a camera", "x"])
     assert probabilities.shape == (2, 3)

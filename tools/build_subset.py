@@ -35,8 +35,15 @@ def main(pages: list[str]) -> int:
     chapters.append({"file": "book/appendix/bibliography"})
     toc = {"format": "jb-book", "root": "book/index", "chapters": chapters}
     (workdir / "_toc.yml").write_text(yaml.safe_dump(toc, allow_unicode=True), encoding="utf-8")
-    command = [str(Path(sys.executable).parent / "jupyter-book"), "build", str(workdir),
-               "--builder", "html", "-W", "--keep-going"]
+    command = [
+        str(Path(sys.executable).parent / "jupyter-book"),
+        "build",
+        str(workdir),
+        "--builder",
+        "html",
+        "-W",
+        "--keep-going",
+    ]
     status = subprocess.run(command, cwd=workdir).returncode
     print(f"\nBuilt in {workdir}/_build/html (exit status {status})")
     return status

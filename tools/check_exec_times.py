@@ -48,8 +48,10 @@ def wall_over_budget(wall: dict, notebooks: int) -> list[str]:
     """A message when a run of every notebook took longer than the whole book's budget."""
     if wall.get("executed", 0) < notebooks or wall["wall_s"] <= WALL_BUDGET_S:
         return []
-    return [f"executing all {notebooks} notebooks took {wall['wall_s']:.0f} s wall "
-            f"({wall['jobs']} at a time), over the {WALL_BUDGET_S:.0f} s budget"]
+    return [
+        f"executing all {notebooks} notebooks took {wall['wall_s']:.0f} s wall "
+        f"({wall['jobs']} at a time), over the {WALL_BUDGET_S:.0f} s budget"
+    ]
 
 
 def main(path: str) -> int:
@@ -62,8 +64,10 @@ def main(path: str) -> int:
     wall_path = Path(path).with_name("exec_wall.json")
     if wall_path.exists():
         wall = json.loads(wall_path.read_text(encoding="utf-8"))
-        print(f"{wall['wall_s']:7.1f} s  wall for the last {wall['executed']} notebooks executed, "
-              f"{wall['jobs']} at a time")
+        print(
+            f"{wall['wall_s']:7.1f} s  wall for the last {wall['executed']} notebooks executed, "
+            f"{wall['jobs']} at a time"
+        )
         messages += wall_over_budget(wall, len(records))
     for message in messages:
         print("OVER BUDGET:", message, file=sys.stderr)

@@ -46,8 +46,9 @@ def book_config() -> dict:
 def run_one(path: Path, timeout: int) -> tuple[Path, nbformat.NotebookNode, float, str | None]:
     """Execute one notebook in its folder; return it with its run time and any error."""
     nb = nbformat.read(path, as_version=4)
-    result = single_nb_execution(nb, cwd=str(path.parent), timeout=timeout,
-                                 allow_errors=False, meta_override=True)
+    result = single_nb_execution(
+        nb, cwd=str(path.parent), timeout=timeout, allow_errors=False, meta_override=True
+    )
     error = None if result.err is None else f"{type(result.err).__name__}\n{result.exc_string}"
     return path, nb, result.time, error
 
@@ -73,8 +74,12 @@ def uncached(cache, notebooks: list[Path]) -> list[Path]:
 
 def main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--jobs", type=int, default=os.cpu_count() or 1,
-                        help="notebooks executed at once (default: CPU cores)")
+    parser.add_argument(
+        "--jobs",
+        type=int,
+        default=os.cpu_count() or 1,
+        help="notebooks executed at once (default: CPU cores)",
+    )
     args = parser.parse_args(argv)
     if args.jobs < 1:
         parser.error(f"--jobs must be at least 1, got {args.jobs}")
@@ -97,11 +102,16 @@ def main(argv: list[str]) -> int:
             stage = cache.add_nb_to_project(str(path))
             cache.cache_notebook_bundle(
                 CacheBundleIn(nb, stage.uri, data={"execution_seconds": seconds}),
-                check_validity=False, overwrite=True)
+                check_validity=False,
+                overwrite=True,
+            )
             print(f"  {seconds:6.1f} s  {name}", flush=True)
     wall = time.perf_counter() - start
-    print(f"execute_parallel: {len(todo) - len(failed)} cached, {len(failed)} failed, "
-          f"{wall:.1f} s wall", flush=True)
+    print(
+        f"execute_parallel: {len(todo) - len(failed)} cached, {len(failed)} failed, "
+        f"{wall:.1f} s wall",
+        flush=True,
+    )
     if todo:  # a run that found everything cached keeps the last real measurement
         record = {"wall_s": round(wall, 1), "jobs": args.jobs, "executed": len(todo) - len(failed)}
         (ROOT / "_build" / "exec_wall.json").write_text(json.dumps(record), encoding="utf-8")

@@ -94,7 +94,10 @@ def normalize(path: Path) -> None:
     if SETUP_TAG not in tags:
         tags.append(SETUP_TAG)
     nb.metadata["kernelspec"] = {
-        "name": "python3", "display_name": "Python 3", "language": "python"}
+        "name": "python3",
+        "display_name": "Python 3",
+        "language": "python",
+    }
     nb.metadata["language_info"] = {"name": "python"}
     nbformat.validate(nb)
     nbformat.write(nb, path)

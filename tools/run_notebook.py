@@ -24,8 +24,9 @@ from check_exec_times import DEFAULT_BUDGET_S, TRAINING_HEAVY_BUDGET_S  # noqa: 
 
 def run(path: Path, save_dir: Path | None) -> float:
     nb = nbformat.read(path, as_version=4)
-    client = NotebookClient(nb, timeout=600, kernel_name="python3",
-                            resources={"metadata": {"path": str(path.parent)}})
+    client = NotebookClient(
+        nb, timeout=600, kernel_name="python3", resources={"metadata": {"path": str(path.parent)}}
+    )
     start = time.perf_counter()
     client.execute()
     elapsed = time.perf_counter() - start

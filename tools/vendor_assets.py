@@ -134,8 +134,11 @@ def fetch(package: Package) -> Path:
             raise SystemExit("npm is needed once to fetch the book's JavaScript: install Node.js")
         TARBALLS.mkdir(parents=True, exist_ok=True)
         spec = f"{package.name}@{package.version}"
-        subprocess.run([npm, "pack", spec, "--pack-destination", str(TARBALLS), "--loglevel=error"],
-                       check=True, stdout=subprocess.DEVNULL)
+        subprocess.run(
+            [npm, "pack", spec, "--pack-destination", str(TARBALLS), "--loglevel=error"],
+            check=True,
+            stdout=subprocess.DEVNULL,
+        )
     actual = sri_sha512(tarball)
     if actual != package.integrity:
         tarball.unlink()
@@ -176,8 +179,10 @@ def unpack(package: Package, tarball: Path, destination: Path) -> list[str]:
 
 def expected_manifest() -> dict[str, dict]:
     """What manifest.json says when the folder matches PACKAGES."""
-    return {p.name: {k: v for k, v in asdict(p).items() if k != "keep"} | {"keep": list(p.keep)}
-            for p in PACKAGES}
+    return {
+        p.name: {k: v for k, v in asdict(p).items() if k != "keep"} | {"keep": list(p.keep)}
+        for p in PACKAGES
+    }
 
 
 def tool_sha256() -> str:
@@ -230,8 +235,12 @@ MERMAID_IMPORT = re.compile(r'^import mermaid from "[^"]*";$', re.MULTILINE)
 
 def configured_paths(config) -> list[str]:
     """The local script paths (relative to _static) that _config.yml gives the libraries."""
-    return [config.mathjax_path, config.mermaid_use_local, config.d3_use_local,
-            *config.nb_ipywidgets_js]
+    return [
+        config.mathjax_path,
+        config.mermaid_use_local,
+        config.d3_use_local,
+        *config.nb_ipywidgets_js,
+    ]
 
 
 def add_vendored_static_path(app, config) -> None:
@@ -239,12 +248,16 @@ def add_vendored_static_path(app, config) -> None:
     from sphinx.errors import ConfigError
 
     if not is_up_to_date():
-        raise ConfigError(f"{VENDORED} is missing or stale: run `make assets` "
-                          "(python tools/vendor_assets.py) before building the book")
+        raise ConfigError(
+            f"{VENDORED} is missing or stale: run `make assets` "
+            "(python tools/vendor_assets.py) before building the book"
+        )
     missing = [path for path in configured_paths(config) if not (STATIC / path).is_file()]
     if missing:
-        raise ConfigError(f"_config.yml names scripts that are not vendored: {missing} "
-                          f"(expected under {VENDORED}, or a CDN URL slipped in)")
+        raise ConfigError(
+            f"_config.yml names scripts that are not vendored: {missing} "
+            f"(expected under {VENDORED}, or a CDN URL slipped in)"
+        )
     config.html_static_path = [*config.html_static_path, str(STATIC)]
 
 
@@ -266,11 +279,13 @@ def load_mermaid_as_classic_script(app, context: dict, scripts: list) -> None:
         if "import mermaid from" not in body:
             continue
         if not MERMAID_IMPORT.search(body):
-            raise ExtensionError("sphinxcontrib-mermaid's import line changed: update "
-                                 "tools/vendor_assets.py")
+            raise ExtensionError(
+                "sphinxcontrib-mermaid's import line changed: update tools/vendor_assets.py"
+            )
         del scripts[index]
-        app.builder.add_js_file(app.config.mermaid_use_local, priority=script.priority,
-                                defer="defer")
+        app.builder.add_js_file(
+            app.config.mermaid_use_local, priority=script.priority, defer="defer"
+        )
         body = MERMAID_IMPORT.sub("const mermaid = window.mermaid;", body, count=1)
         app.builder.add_js_file("", priority=script.priority, type="module", body=body)
         return
@@ -290,11 +305,16 @@ def point_widget_manager_at_its_fonts(app, context: dict, scripts: list) -> None
         if not filename.endswith("/embed-amd.js"):
             continue
         folder = context["pathto"](posixpath.dirname(filename), 1)
-        paths = json.dumps({"@jupyter-widgets/html-manager": f"{folder}/embed-amd",
-                            "@jupyter-widgets/html-manager/dist": folder})
+        paths = json.dumps(
+            {
+                "@jupyter-widgets/html-manager": f"{folder}/embed-amd",
+                "@jupyter-widgets/html-manager/dist": folder,
+            }
+        )
         del scripts[index]  # put it back after the configuration (same priority, kept in order)
-        app.builder.add_js_file("", priority=script.priority,
-                                body=f"require.config({{paths: {paths}}});")
+        app.builder.add_js_file(
+            "", priority=script.priority, body=f"require.config({{paths: {paths}}});"
+        )
         scripts.append(script)
         return
 
@@ -332,9 +352,14 @@ def bridge_widget_labels_to_mathjax3(app, scripts: list) -> None:
     """On pages with widgets, add :data:`MATHJAX2_HUB_BRIDGE` after MathJax's configuration."""
     if not any(str(script.filename or "").endswith("/embed-amd.js") for script in scripts):
         return
-    config_index = next((index for index, script in enumerate(scripts)
-                         if (script.attributes.get("body") or "").startswith("window.MathJax")),
-                        None)
+    config_index = next(
+        (
+            index
+            for index, script in enumerate(scripts)
+            if (script.attributes.get("body") or "").startswith("window.MathJax")
+        ),
+        None,
+    )
     app.builder.add_js_file("", body=MATHJAX2_HUB_BRIDGE)
     bridge = scripts.pop()
     scripts.insert(0 if config_index is None else config_index + 1, bridge)

@@ -82,8 +82,7 @@ class ChatTokenizer:
     """
 
     def __init__(self, words: Sequence[str]):
-        self.itos: list[str] = [*SPECIAL_TOKENS,
-                                *(w for w in words if w not in SPECIAL_TOKENS)]
+        self.itos: list[str] = [*SPECIAL_TOKENS, *(w for w in words if w not in SPECIAL_TOKENS)]
         self.stoi: dict[str, int] = {token: index for index, token in enumerate(self.itos)}
 
     @classmethod
@@ -102,8 +101,14 @@ class ChatTokenizer:
 
     def __getattr__(self, name: str) -> int:
         """``pad_id``, ``image_id``, ``user_id``, ``assistant_id``, ``eot_id``, ``unk_id``."""
-        specials = {"pad_id": PAD, "unk_id": UNK, "image_id": IMAGE, "user_id": USER,
-                    "assistant_id": ASSISTANT, "eot_id": EOT}
+        specials = {
+            "pad_id": PAD,
+            "unk_id": UNK,
+            "image_id": IMAGE,
+            "user_id": USER,
+            "assistant_id": ASSISTANT,
+            "eot_id": EOT,
+        }
         if name in specials:
             return self.stoi[specials[name]]
         raise AttributeError(name)
@@ -132,8 +137,9 @@ def _user_turn(question: str, with_image: bool) -> str:
 
 def chat_text(turns: Sequence[tuple[str, str]], with_image: bool = True) -> str:
     """The chat template of ``(question, answer)`` turns; the image goes in the first turn."""
-    return " ".join(f"{_user_turn(q, with_image and i == 0)} {a} {EOT}"
-                    for i, (q, a) in enumerate(turns))
+    return " ".join(
+        f"{_user_turn(q, with_image and i == 0)} {a} {EOT}" for i, (q, a) in enumerate(turns)
+    )
 
 
 def answer_mask(ids: torch.Tensor, assistant_id: int, eot_id: int) -> torch.Tensor:
@@ -164,8 +170,9 @@ def answer_mask(ids: torch.Tensor, assistant_id: int, eot_id: int) -> torch.Tens
     return (before_assistant > before_eot) & ~is_assistant
 
 
-def encode_chat(tokenizer: ChatTokenizer, turns: Sequence[tuple[str, str]],
-                with_image: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
+def encode_chat(
+    tokenizer: ChatTokenizer, turns: Sequence[tuple[str, str]], with_image: bool = True
+) -> tuple[torch.Tensor, torch.Tensor]:
     """``(ids (L,), labels (L,))`` of one conversation; labels are answer-only."""
     if not turns:
         raise ValueError("turns must hold at least one (question, answer) pair")
@@ -174,16 +181,21 @@ def encode_chat(tokenizer: ChatTokenizer, turns: Sequence[tuple[str, str]],
     return ids, torch.where(mask, ids, torch.full_like(ids, IGNORE_INDEX))
 
 
-def encode_prompt(tokenizer: ChatTokenizer, question: str, with_image: bool = True,
-                  history: Sequence[tuple[str, str]] = ()) -> list[int]:
+def encode_prompt(
+    tokenizer: ChatTokenizer,
+    question: str,
+    with_image: bool = True,
+    history: Sequence[tuple[str, str]] = (),
+) -> list[int]:
     """Ids of a prompt that ends with ``<assistant>``: the model writes the answer next."""
     before = chat_text(history, with_image) + " " if history else ""
     image_here = with_image and not history
     return tokenizer.encode(before + _user_turn(question, image_here))
 
 
-def collate_chat(examples: Sequence[tuple[torch.Tensor, torch.Tensor]],
-                 pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
+def collate_chat(
+    examples: Sequence[tuple[torch.Tensor, torch.Tensor]], pad_id: int
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Right-pad ``(ids, labels)`` pairs into ``(B, L)`` tensors (labels padded with -100)."""
     if not examples:
         raise ValueError("examples must not be empty")
@@ -191,8 +203,8 @@ def collate_chat(examples: Sequence[tuple[torch.Tensor, torch.Tensor]],
     ids = torch.full((len(examples), length), pad_id, dtype=torch.long)
     labels = torch.full((len(examples), length), IGNORE_INDEX, dtype=torch.long)
     for row, (example_ids, example_labels) in enumerate(examples):
-        ids[row, :len(example_ids)] = example_ids
-        labels[row, :len(example_labels)] = example_labels
+        ids[row, : len(example_ids)] = example_ids
+        labels[row, : len(example_labels)] = example_labels
     return ids, labels
 
 
@@ -206,8 +218,14 @@ def _skewed_pair(rng: np.random.Generator, shape: str, typical: float) -> str:
     return str(rng.choice([c for c in COLORS if c != TYPICAL_COLOR[shape]]))
 
 
-def skewed_scenes(num_scenes: int, *, seed: int = 0, image_size: int = 32,
-                  typical: float = 0.55, max_objects: int = 3) -> list[Scene]:
+def skewed_scenes(
+    num_scenes: int,
+    *,
+    seed: int = 0,
+    image_size: int = 32,
+    typical: float = 0.55,
+    max_objects: int = 3,
+) -> list[Scene]:
     """Grid-layout scenes of 1 to ``max_objects`` distinct shapes with skewed colours.
 
     Each shape takes its :data:`TYPICAL_COLOR` with probability ``typical``, another
@@ -222,15 +240,23 @@ def skewed_scenes(num_scenes: int, *, seed: int = 0, image_size: int = 32,
     for _ in range(num_scenes):
         count = int(rng.integers(1, max_objects + 1))
         shapes = rng.choice(SHAPES, size=count, replace=False)
-        objects = [ShapeObject(str(s), _skewed_pair(rng, str(s), typical), box)
-                   for s, box in zip(shapes, _grid_boxes(rng, image_size, count), strict=True)]
+        objects = [
+            ShapeObject(str(s), _skewed_pair(rng, str(s), typical), box)
+            for s, box in zip(shapes, _grid_boxes(rng, image_size, count), strict=True)
+        ]
         scenes.append(Scene(render_scene(objects, image_size), objects))
     return scenes
 
 
 def _position_question(scene: Scene, rng: random.Random) -> tuple[str, str] | None:
-    candidates = [(a, b, rel) for a in scene.objects for b in scene.objects if a is not b
-                  for rel in ("above", "left of") if _relation(a, b, rel) is not None]
+    candidates = [
+        (a, b, rel)
+        for a in scene.objects
+        for b in scene.objects
+        if a is not b
+        for rel in ("above", "left of")
+        if _relation(a, b, rel) is not None
+    ]
     if not candidates:
         return None
     a, b, rel = rng.choice(candidates)
@@ -275,14 +301,21 @@ class ShapesChat:
 def _check_weights(kind_weights: dict[str, float] | None) -> dict[str, float]:
     weights = dict.fromkeys(CHAT_KINDS, 1.0) if kind_weights is None else dict(kind_weights)
     if not weights or any(k not in CHAT_KINDS or not w > 0 for k, w in weights.items()):
-        raise ValueError(f"kind_weights must map kinds of {CHAT_KINDS} to positive weights, "
-                         f"got {kind_weights!r}")
+        raise ValueError(
+            f"kind_weights must map kinds of {CHAT_KINDS} to positive weights, got {kind_weights!r}"
+        )
     return weights
 
 
-def make_shapes_chat(num_scenes: int, *, seed: int = 0, turns: int = 4,
-                     kind_weights: dict[str, float] | None = None, image_size: int = 32,
-                     typical: float = 0.55) -> ShapesChat:
+def make_shapes_chat(
+    num_scenes: int,
+    *,
+    seed: int = 0,
+    turns: int = 4,
+    kind_weights: dict[str, float] | None = None,
+    image_size: int = 32,
+    typical: float = 0.55,
+) -> ShapesChat:
     """Scenes from :func:`skewed_scenes`, each with ``turns`` questions of random kinds.
 
     Kinds are drawn with ``kind_weights`` (uniform by default), so harder kinds can be
@@ -303,15 +336,20 @@ def make_shapes_chat(num_scenes: int, *, seed: int = 0, turns: int = 4,
             if asked is not None and all(asked[0] != q for q, _, _ in conversation):
                 conversation.append((*asked, kind))
         conversations.append(conversation)
-    return ShapesChat(torch.stack([s.image for s in scenes]), scenes, conversations,
-                      [caption_en(s).replace(",", " ,") for s in scenes])
+    return ShapesChat(
+        torch.stack([s.image for s in scenes]),
+        scenes,
+        conversations,
+        [caption_en(s).replace(",", " ,") for s in scenes],
+    )
 
 
 # --------------------------------------------------------------------------- POPE
 
 
-def _pope_negative(scene: Scene, setting: str, popularity: Sequence[tuple[str, str]],
-                   rng: random.Random) -> tuple[str, str]:
+def _pope_negative(
+    scene: Scene, setting: str, popularity: Sequence[tuple[str, str]], rng: random.Random
+) -> tuple[str, str]:
     present = {(o.color, o.shape) for o in scene.objects}
     absent = [p for p in popularity if p not in present]  # most popular first
     if setting == "random":
@@ -323,9 +361,12 @@ def _pope_negative(scene: Scene, setting: str, popularity: Sequence[tuple[str, s
     return next((p for p in absent if p[1] in shapes), absent[0])
 
 
-def pope_questions(scenes: Sequence[Scene], setting: str,
-                   popularity: Sequence[tuple[str, str]], seed: int = 0,
-                   ) -> list[tuple[int, str, str]]:
+def pope_questions(
+    scenes: Sequence[Scene],
+    setting: str,
+    popularity: Sequence[tuple[str, str]],
+    seed: int = 0,
+) -> list[tuple[int, str, str]]:
     """POPE-style probes (Li et al. 2023): ``(scene index, question, "yes"/"no")``.
 
     Each scene gets one "yes" question about an object it has and one "no" question

@@ -63,8 +63,7 @@ def _require(entry: object, fields: Sequence[str], argument: str, where: str) ->
         raise ValueError(f"{argument}: {where} lacks the field(s) {missing}")
 
 
-def load_coco_captions(annotations_path: str | Path,
-                       image_dir: str | Path) -> list[CaptionRecord]:
+def load_coco_captions(annotations_path: str | Path, image_dir: str | Path) -> list[CaptionRecord]:
     """Read a COCO ``captions_<split>.json`` file into one record per captioned image.
 
     Args:
@@ -82,16 +81,22 @@ def load_coco_captions(annotations_path: str | Path,
         files[image["id"]] = image["file_name"]
     captions: dict[int, list[tuple[int, str]]] = {}
     for index, note in enumerate(document["annotations"]):
-        _require(note, ("image_id", "id", "caption"), "annotations_path",
-                 f"annotations[{index}]")
+        _require(note, ("image_id", "id", "caption"), "annotations_path", f"annotations[{index}]")
         if note["image_id"] not in files:
-            raise ValueError(f"annotations_path: annotations[{index}] refers to image_id "
-                             f"{note['image_id']!r}, which is not in 'images'")
+            raise ValueError(
+                f"annotations_path: annotations[{index}] refers to image_id "
+                f"{note['image_id']!r}, which is not in 'images'"
+            )
         captions.setdefault(note["image_id"], []).append((note["id"], note["caption"].strip()))
     folder = Path(image_dir)
-    return [CaptionRecord(folder / files[image_id],
-                          tuple(text for _, text in sorted(captions[image_id])), image_id)
-            for image_id in sorted(captions)]
+    return [
+        CaptionRecord(
+            folder / files[image_id],
+            tuple(text for _, text in sorted(captions[image_id])),
+            image_id,
+        )
+        for image_id in sorted(captions)
+    ]
 
 
 def load_image(path: str | Path, image_size: int | None = None) -> torch.Tensor:
@@ -136,8 +141,9 @@ class ImageCaptionDataset(Dataset):
             it), as CLIP-style training does; otherwise always the first.
     """
 
-    def __init__(self, records: Sequence[CaptionRecord], image_size: int = 224,
-                 random_caption: bool = False):
+    def __init__(
+        self, records: Sequence[CaptionRecord], image_size: int = 224, random_caption: bool = False
+    ):
         if any(not isinstance(r, CaptionRecord) or not r.captions for r in records):
             raise ValueError("records must be CaptionRecords with at least one caption each")
         check_positive_int("image_size", image_size)

@@ -34,8 +34,7 @@ __all__ = [
     "prompts_zh",
 ]
 
-DIGIT_WORDS_EN = ("zero", "one", "two", "three", "four",
-                  "five", "six", "seven", "eight", "nine")
+DIGIT_WORDS_EN = ("zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine")
 DIGIT_WORDS_ZH = ("零", "一", "二", "三", "四", "五", "六", "七", "八", "九")
 
 # "{word}" is the digit's name, "{digit}" the Arabic numeral.
@@ -80,10 +79,14 @@ def caption_digit(digit: int, template: int = 0, language: str = "en") -> str:
     """The caption of ``digit`` with template number ``template`` in ``language`` ("en"/"zh")."""
     digit = _check_digit(digit)
     templates, words = _language_tables(language)
-    if isinstance(template, bool) or not isinstance(template, int | np.integer) \
-            or not 0 <= template < len(templates):
-        raise ValueError(f"template must be an integer in 0..{len(templates) - 1}, "
-                         f"got {template!r}")
+    if (
+        isinstance(template, bool)
+        or not isinstance(template, int | np.integer)
+        or not 0 <= template < len(templates)
+    ):
+        raise ValueError(
+            f"template must be an integer in 0..{len(templates) - 1}, got {template!r}"
+        )
     return templates[int(template)].format(word=words[digit], digit=digit)
 
 
@@ -117,26 +120,31 @@ def _check_fractions(val_fraction: float, test_fraction: float) -> None:
         if not isinstance(value, int | float) or not 0.0 < value < 1.0:
             raise ValueError(f"{name} must be a number in (0, 1), got {value!r}")
     if val_fraction + test_fraction >= 1.0:
-        raise ValueError("val_fraction + test_fraction must be below 1, got "
-                         f"{val_fraction} + {test_fraction}")
+        raise ValueError(
+            f"val_fraction + test_fraction must be below 1, got {val_fraction} + {test_fraction}"
+        )
 
 
-def _split_indices(labels: np.ndarray, val_fraction: float, test_fraction: float,
-                   seed: int) -> dict[str, np.ndarray]:
+def _split_indices(
+    labels: np.ndarray, val_fraction: float, test_fraction: float, seed: int
+) -> dict[str, np.ndarray]:
     """Stratified, seeded train/val/test indices (each split keeps the class balance)."""
     from sklearn.model_selection import train_test_split  # imported here: sklearn is slow to load
 
     indices = np.arange(len(labels))
-    rest, test = train_test_split(indices, test_size=test_fraction, stratify=labels,
-                                  random_state=seed)
+    rest, test = train_test_split(
+        indices, test_size=test_fraction, stratify=labels, random_state=seed
+    )
     val_share = val_fraction / (1.0 - test_fraction)
-    train, val = train_test_split(rest, test_size=val_share, stratify=labels[rest],
-                                  random_state=seed)
+    train, val = train_test_split(
+        rest, test_size=val_share, stratify=labels[rest], random_state=seed
+    )
     return {"train": np.sort(train), "val": np.sort(val), "test": np.sort(test)}
 
 
-def load_digits_captions(seed: int = 0, *, val_fraction: float = 0.2,
-                         test_fraction: float = 0.2) -> dict[str, DigitsSplit]:
+def load_digits_captions(
+    seed: int = 0, *, val_fraction: float = 0.2, test_fraction: float = 0.2
+) -> dict[str, DigitsSplit]:
     """Load the 1,797 digits with captions, split into ``"train"``, ``"val"`` and ``"test"``.
 
     Pixel values 0..16 are scaled to [0, 1]. The split is stratified by digit

@@ -27,8 +27,9 @@ __all__ = ["KARPATHY_SPLITS", "load_flickr30k"]
 KARPATHY_SPLITS = ("train", "val", "test", "restval")
 
 
-def load_flickr30k(json_path: str | Path, image_dir: str | Path,
-                   split: str = "test") -> list[CaptionRecord]:
+def load_flickr30k(
+    json_path: str | Path, image_dir: str | Path, split: str = "test"
+) -> list[CaptionRecord]:
     """Read the images of one ``split`` of a Karpathy split file, with their raw captions.
 
     Args:

@@ -57,8 +57,16 @@ NEGATIVE, NEUTRAL, POSITIVE = 0, 1, 2
 POSITIVE_WORDS = ("good", "great", "wonderful", "lovely", "excellent", "fun")
 NEGATIVE_WORDS = ("bad", "awful", "terrible", "boring", "horrible", "dull")
 NEUTRAL_WORDS = ("okay", "average", "ordinary", "typical")
-SUBJECTS = ("the movie", "the food", "the service", "the hotel", "my day", "the concert",
-            "this phone", "the book")
+SUBJECTS = (
+    "the movie",
+    "the food",
+    "the service",
+    "the hotel",
+    "my day",
+    "the concert",
+    "this phone",
+    "the book",
+)
 INTENSIFIERS = ("really", "very", "quite", "so")
 FACE_SIZE = 16
 PROSODY_LENGTH = 32
@@ -128,8 +136,9 @@ def sentence(polarity: int, rng: np.random.Generator) -> str:
 # --------------------------------------------------------------------------- face
 
 
-def draw_face(curvature: float, rng: np.random.Generator, *, occluded: bool = False,
-              noise: float = 0.15) -> np.ndarray:
+def draw_face(
+    curvature: float, rng: np.random.Generator, *, occluded: bool = False, noise: float = 0.15
+) -> np.ndarray:
     """A ``(16, 16)`` float32 face in ``[0, 1]``; the mouth is ``y = row + c (1 - u^2)``.
 
     ``u`` runs from -1 to 1 across the mouth, so ``curvature > 0`` puts the middle
@@ -164,8 +173,9 @@ def _curvature(label: int, rng: np.random.Generator) -> float:
 # --------------------------------------------------------------------------- prosody
 
 
-def prosody_signal(label: int, rng: np.random.Generator, *, monotone: bool = False,
-                   noise: float = 0.6) -> np.ndarray:
+def prosody_signal(
+    label: int, rng: np.random.Generator, *, monotone: bool = False, noise: float = 0.6
+) -> np.ndarray:
     """A ``(2, 32)`` float32 pitch and energy contour for sentiment ``label``.
 
     Pitch: a random speaker baseline plus ``slope * t`` (``t`` from -1 to 1) with a
@@ -190,10 +200,16 @@ def prosody_signal(label: int, rng: np.random.Generator, *, monotone: bool = Fal
 # --------------------------------------------------------------------------- data sets
 
 
-def make_sentiment_dataset(num_samples: int, *, seed: int = 0, irony: float = 0.5,
-                           occlusion: float = 0.3, monotone: float = 0.3,
-                           face_noise: float = 0.15,
-                           prosody_noise: float = 0.6) -> SentimentDataset:
+def make_sentiment_dataset(
+    num_samples: int,
+    *,
+    seed: int = 0,
+    irony: float = 0.5,
+    occlusion: float = 0.3,
+    monotone: float = 0.3,
+    face_noise: float = 0.15,
+    prosody_noise: float = 0.6,
+) -> SentimentDataset:
     """Generate ``num_samples`` tri-modal samples, reproducibly from ``seed``.
 
     Labels are drawn uniformly from the three sentiments; then, independently,
@@ -210,11 +226,18 @@ def make_sentiment_dataset(num_samples: int, *, seed: int = 0, irony: float = 0.
         prosody_noise: standard deviation of the prosody's noise (``>= 0``).
     """
     check_positive_int("num_samples", num_samples)
-    for name, value in (("irony", irony), ("occlusion", occlusion), ("monotone", monotone),
-                        ("face_noise", face_noise)):
+    for name, value in (
+        ("irony", irony),
+        ("occlusion", occlusion),
+        ("monotone", monotone),
+        ("face_noise", face_noise),
+    ):
         check_probability(name, value)
-    if isinstance(prosody_noise, bool) or not isinstance(prosody_noise, int | float) \
-            or not prosody_noise >= 0:
+    if (
+        isinstance(prosody_noise, bool)
+        or not isinstance(prosody_noise, int | float)
+        or not prosody_noise >= 0
+    ):
         raise ValueError(f"prosody_noise must be a non-negative number, got {prosody_noise!r}")
     rng = np.random.default_rng(seed)
     texts, faces, signals, rows = [], [], [], []
@@ -241,8 +264,9 @@ def make_sentiment_dataset(num_samples: int, *, seed: int = 0, irony: float = 0.
     )
 
 
-def make_sentiment_splits(sizes: tuple[int, int, int] = (2000, 500, 1000), *, seed: int = 0,
-                          **kwargs) -> dict[str, SentimentDataset]:
+def make_sentiment_splits(
+    sizes: tuple[int, int, int] = (2000, 500, 1000), *, seed: int = 0, **kwargs
+) -> dict[str, SentimentDataset]:
     """Train, validation and test sets drawn with three independent seeds.
 
     The split seeds come from ``numpy.random.SeedSequence(seed).spawn(3)``, as in
@@ -253,6 +277,7 @@ def make_sentiment_splits(sizes: tuple[int, int, int] = (2000, 500, 1000), *, se
         raise ValueError(f"sizes must be (train, val, test), got {sizes!r}")
     children = np.random.SeedSequence(seed).spawn(3)
     seeds = [int(child.generate_state(1)[0]) for child in children]
-    return {name: make_sentiment_dataset(size, seed=split_seed, **kwargs)
-            for name, size, split_seed in zip(("train", "val", "test"), sizes, seeds,
-                                              strict=True)}
+    return {
+        name: make_sentiment_dataset(size, seed=split_seed, **kwargs)
+        for name, size, split_seed in zip(("train", "val", "test"), sizes, seeds, strict=True)
+    }

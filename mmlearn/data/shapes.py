@@ -156,13 +156,16 @@ def _check_pairs(allowed_pairs: Collection[tuple[str, str]] | None) -> list[tupl
         raise ValueError("allowed_pairs must contain at least one (color, shape) pair")
     for pair in pairs:
         if len(pair) != 2 or pair[0] not in COLORS or pair[1] not in SHAPES:
-            raise ValueError(f"allowed_pairs must hold (color, shape) pairs with color in "
-                             f"{COLORS} and shape in {SHAPES}, got {pair!r}")
+            raise ValueError(
+                f"allowed_pairs must hold (color, shape) pairs with color in "
+                f"{COLORS} and shape in {SHAPES}, got {pair!r}"
+            )
     return pairs
 
 
-def _check_scene_args(image_size: int, min_objects: int, max_objects: int,
-                      pairs: list[tuple[str, str]], layout: str) -> None:
+def _check_scene_args(
+    image_size: int, min_objects: int, max_objects: int, pairs: list[tuple[str, str]], layout: str
+) -> None:
     check_positive_int("image_size", image_size)
     if image_size < 16:
         raise ValueError(f"image_size must be at least 16, got {image_size}")
@@ -171,19 +174,23 @@ def _check_scene_args(image_size: int, min_objects: int, max_objects: int,
     check_positive_int("min_objects", min_objects)
     check_positive_int("max_objects", max_objects)
     if min_objects > max_objects:
-        raise ValueError(f"min_objects ({min_objects}) must not exceed max_objects "
-                         f"({max_objects})")
+        raise ValueError(f"min_objects ({min_objects}) must not exceed max_objects ({max_objects})")
     if layout == "grid" and max_objects > (image_size // CELL) ** 2:
-        raise ValueError(f"max_objects ({max_objects}) exceeds the {(image_size // CELL) ** 2} "
-                         f"cells of a {image_size}px grid layout")
+        raise ValueError(
+            f"max_objects ({max_objects}) exceeds the {(image_size // CELL) ** 2} "
+            f"cells of a {image_size}px grid layout"
+        )
     shapes = {shape for _, shape in pairs}
     if max_objects > len(shapes):
-        raise ValueError(f"max_objects ({max_objects}) exceeds the number of distinct shapes "
-                         f"allowed ({len(shapes)}): each shape appears at most once per scene")
+        raise ValueError(
+            f"max_objects ({max_objects}) exceeds the number of distinct shapes "
+            f"allowed ({len(shapes)}): each shape appears at most once per scene"
+        )
 
 
-def _grid_boxes(rng: np.random.Generator, image_size: int,
-                num_objects: int) -> list[tuple[int, int, int, int]]:
+def _grid_boxes(
+    rng: np.random.Generator, image_size: int, num_objects: int
+) -> list[tuple[int, int, int, int]]:
     """Boxes in distinct cells of the ``(image_size // CELL)``-square grid of ``CELL`` px cells.
 
     An object fills its cell but for the cell's last row and column
@@ -203,8 +210,9 @@ def _boxes_apart(a: tuple[int, int, int, int], b: tuple[int, int, int, int]) -> 
     return a[2] < b[0] or b[2] < a[0] or a[3] < b[1] or b[3] < a[1]
 
 
-def _free_boxes(rng: np.random.Generator, image_size: int,
-                num_objects: int) -> list[tuple[int, int, int, int]] | None:
+def _free_boxes(
+    rng: np.random.Generator, image_size: int, num_objects: int
+) -> list[tuple[int, int, int, int]] | None:
     """Boxes of ``image_size // 4`` to ``image_size // 3`` pixels anywhere, kept apart.
 
     Returns None when an object found no free place (the caller draws again).
@@ -223,8 +231,14 @@ def _free_boxes(rng: np.random.Generator, image_size: int,
     return boxes
 
 
-def _random_scene(rng: np.random.Generator, image_size: int, min_objects: int,
-                  max_objects: int, pairs: list[tuple[str, str]], layout: str) -> Scene:
+def _random_scene(
+    rng: np.random.Generator,
+    image_size: int,
+    min_objects: int,
+    max_objects: int,
+    pairs: list[tuple[str, str]],
+    layout: str,
+) -> Scene:
     """One scene: how many objects, their boxes, then a (colour, distinct shape) for each."""
     while True:
         num_objects = int(rng.integers(min_objects, max_objects + 1))
@@ -243,10 +257,16 @@ def _random_scene(rng: np.random.Generator, image_size: int, min_objects: int,
     return Scene(render_scene(objects, image_size), objects)
 
 
-def generate_scenes(num_scenes: int, *, image_size: int = 32, min_objects: int = 1,
-                    max_objects: int = 3, seed: int = 0,
-                    allowed_pairs: Collection[tuple[str, str]] | None = None,
-                    layout: str = "grid") -> list[Scene]:
+def generate_scenes(
+    num_scenes: int,
+    *,
+    image_size: int = 32,
+    min_objects: int = 1,
+    max_objects: int = 3,
+    seed: int = 0,
+    allowed_pairs: Collection[tuple[str, str]] | None = None,
+    layout: str = "grid",
+) -> list[Scene]:
     """Generate ``num_scenes`` random scenes, reproducibly from ``seed``.
 
     Args:
@@ -271,8 +291,10 @@ def generate_scenes(num_scenes: int, *, image_size: int = 32, min_objects: int =
     pairs = _check_pairs(allowed_pairs)
     _check_scene_args(image_size, min_objects, max_objects, pairs, layout)
     rng = np.random.default_rng(seed)
-    return [_random_scene(rng, image_size, min_objects, max_objects, pairs, layout)
-            for _ in range(num_scenes)]
+    return [
+        _random_scene(rng, image_size, min_objects, max_objects, pairs, layout)
+        for _ in range(num_scenes)
+    ]
 
 
 # --------------------------------------------------------------------------- captions
@@ -295,8 +317,7 @@ def caption_en(scene: Scene) -> str:
 
 def caption_zh(scene: Scene) -> str:
     """The Chinese caption, same order: ``"一个红色的圆形、一个绿色的三角形和一个蓝色的正方形"``."""
-    names = [f"一个{COLORS_ZH[obj.color]}的{SHAPES_ZH[obj.shape]}"
-             for obj in _left_to_right(scene)]
+    names = [f"一个{COLORS_ZH[obj.color]}的{SHAPES_ZH[obj.shape]}" for obj in _left_to_right(scene)]
     if len(names) == 1:
         return names[0]
     return "、".join(names[:-1]) + "和" + names[-1]
@@ -313,9 +334,10 @@ class _Question:
     box: tuple[int, int, int, int] | None  # the named object's box; None if it is absent
 
 
-def _exists_question(scene: Scene, answer: bool, pairs: list[tuple[str, str]],
-                     rng: random.Random) -> _Question | None:
-    """"is there a red circle?": yes iff an object has that colour and shape."""
+def _exists_question(
+    scene: Scene, answer: bool, pairs: list[tuple[str, str]], rng: random.Random
+) -> _Question | None:
+    """ "is there a red circle?": yes iff an object has that colour and shape."""
     present = {(obj.color, obj.shape): obj for obj in scene.objects}
     if answer:
         color, shape = rng.choice(sorted(present))
@@ -328,16 +350,24 @@ def _exists_question(scene: Scene, answer: bool, pairs: list[tuple[str, str]],
             return None
         color, shape = rng.choice(hard or absent)
         box = None
-    return _Question(f"is there a {color} {shape}?",
-                     f"图中有{COLORS_ZH[color]}的{SHAPES_ZH[shape]}吗？", answer, box)
+    return _Question(
+        f"is there a {color} {shape}?",
+        f"图中有{COLORS_ZH[color]}的{SHAPES_ZH[shape]}吗？",
+        answer,
+        box,
+    )
 
 
 def _color_question(scene: Scene, answer: bool, rng: random.Random) -> _Question:
-    """"is the circle red?": asks the colour of a shape that is in the scene."""
+    """ "is the circle red?": asks the colour of a shape that is in the scene."""
     obj = rng.choice(scene.objects)
     color = obj.color if answer else rng.choice([c for c in COLORS if c != obj.color])
-    return _Question(f"is the {obj.shape} {color}?",
-                     f"{SHAPES_ZH[obj.shape]}是{COLORS_ZH[color]}的吗？", answer, obj.box)
+    return _Question(
+        f"is the {obj.shape} {color}?",
+        f"{SHAPES_ZH[obj.shape]}是{COLORS_ZH[color]}的吗？",
+        answer,
+        obj.box,
+    )
 
 
 def _relation(a: ShapeObject, b: ShapeObject, relation: str) -> bool | None:
@@ -355,20 +385,30 @@ def _relation(a: ShapeObject, b: ShapeObject, relation: str) -> bool | None:
 
 
 def _relation_question(scene: Scene, answer: bool, rng: random.Random) -> _Question | None:
-    """"is the circle above the square?" / "is the circle left of the square?"."""
-    candidates = [(a, b, relation) for a in scene.objects for b in scene.objects if a is not b
-                  for relation in ("above", "left of") if _relation(a, b, relation) == answer]
+    """ "is the circle above the square?" / "is the circle left of the square?"."""
+    candidates = [
+        (a, b, relation)
+        for a in scene.objects
+        for b in scene.objects
+        if a is not b
+        for relation in ("above", "left of")
+        if _relation(a, b, relation) == answer
+    ]
     if not candidates:
         return None
     a, b, relation = rng.choice(candidates)
     relation_zh = "上方" if relation == "above" else "左边"
-    return _Question(f"is the {a.shape} {relation} the {b.shape}?",
-                     f"{SHAPES_ZH[a.shape]}在{SHAPES_ZH[b.shape]}的{relation_zh}吗？",
-                     answer, a.box)
+    return _Question(
+        f"is the {a.shape} {relation} the {b.shape}?",
+        f"{SHAPES_ZH[a.shape]}在{SHAPES_ZH[b.shape]}的{relation_zh}吗？",
+        answer,
+        a.box,
+    )
 
 
-def _ask(scene: Scene, kind: str, answer: bool, pairs: list[tuple[str, str]],
-         rng: random.Random) -> _Question | None:
+def _ask(
+    scene: Scene, kind: str, answer: bool, pairs: list[tuple[str, str]], rng: random.Random
+) -> _Question | None:
     if kind == "exists":
         return _exists_question(scene, answer, pairs, rng)
     if kind == "color":
@@ -415,11 +455,17 @@ def _check_kinds(kinds: Sequence[str]) -> tuple[str, ...]:
     return kinds
 
 
-def make_question_dataset(num_questions: int, *, image_size: int = 32, seed: int = 0,
-                          kinds: Sequence[str] = QUESTION_KINDS, min_objects: int = 2,
-                          max_objects: int = 3,
-                          allowed_pairs: Collection[tuple[str, str]] | None = None,
-                          layout: str = "grid") -> QuestionDataset:
+def make_question_dataset(
+    num_questions: int,
+    *,
+    image_size: int = 32,
+    seed: int = 0,
+    kinds: Sequence[str] = QUESTION_KINDS,
+    min_objects: int = 2,
+    max_objects: int = 3,
+    allowed_pairs: Collection[tuple[str, str]] | None = None,
+    layout: str = "grid",
+) -> QuestionDataset:
     """Generate ``num_questions`` yes/no questions that need both the image and the text.
 
     Every question's answer depends on the image (the same question is asked of
@@ -458,13 +504,16 @@ def make_question_dataset(num_questions: int, *, image_size: int = 32, seed: int
             if question is not None:
                 break
         else:
-            raise ValueError(f"kinds: cannot ask a {kind!r} question answered {answer} with "
-                             f"allowed_pairs={pairs} and {min_objects}-{max_objects} objects")
+            raise ValueError(
+                f"kinds: cannot ask a {kind!r} question answered {answer} with "
+                f"allowed_pairs={pairs} and {min_objects}-{max_objects} objects"
+            )
         scenes.append(scene)
         asked.append(question)
         kind_list.append(kind)
-    boxes = torch.tensor([q.box if q.box is not None else (-1, -1, -1, -1) for q in asked],
-                         dtype=torch.long)
+    boxes = torch.tensor(
+        [q.box if q.box is not None else (-1, -1, -1, -1) for q in asked], dtype=torch.long
+    )
     return QuestionDataset(
         images=torch.stack([scene.image for scene in scenes]),
         questions=[q.text_en for q in asked],
@@ -476,8 +525,9 @@ def make_question_dataset(num_questions: int, *, image_size: int = 32, seed: int
     )
 
 
-def make_question_splits(sizes: tuple[int, int, int] = (2000, 500, 500), *, seed: int = 0,
-                         **kwargs) -> dict[str, QuestionDataset]:
+def make_question_splits(
+    sizes: tuple[int, int, int] = (2000, 500, 500), *, seed: int = 0, **kwargs
+) -> dict[str, QuestionDataset]:
     """Train, validation and test question sets drawn with three different seeds.
 
     The split seeds are derived from ``seed`` with ``numpy.random.SeedSequence``, so
@@ -487,9 +537,10 @@ def make_question_splits(sizes: tuple[int, int, int] = (2000, 500, 500), *, seed
         raise ValueError(f"sizes must be (train, val, test), got {sizes!r}")
     children = np.random.SeedSequence(seed).spawn(3)
     seeds = [int(child.generate_state(1)[0]) for child in children]
-    return {name: make_question_dataset(size, seed=split_seed, **kwargs)
-            for name, size, split_seed in zip(("train", "val", "test"), sizes, seeds,
-                                              strict=True)}
+    return {
+        name: make_question_dataset(size, seed=split_seed, **kwargs)
+        for name, size, split_seed in zip(("train", "val", "test"), sizes, seeds, strict=True)
+    }
 
 
 def color_queries(data: QuestionDataset) -> tuple[list[str], list[str], torch.Tensor]:
@@ -508,11 +559,16 @@ def color_queries(data: QuestionDataset) -> tuple[list[str], list[str], torch.Te
         ``(questions, questions_zh, labels (N,) long in [0, len(COLORS)))``.
     """
     if any(kind != "color" for kind in data.kinds):
-        raise ValueError(f"data must hold only 'color' questions, got kinds "
-                         f"{sorted(set(data.kinds))}")
+        raise ValueError(
+            f"data must hold only 'color' questions, got kinds {sorted(set(data.kinds))}"
+        )
     shapes = [question.split()[2] for question in data.questions]
-    labels = [COLORS.index(scene.find(shape).color)
-              for scene, shape in zip(data.scenes, shapes, strict=True)]
-    return ([f"what color is the {shape}?" for shape in shapes],
-            [f"{SHAPES_ZH[shape]}是什么颜色？" for shape in shapes],
-            torch.tensor(labels, dtype=torch.long))
+    labels = [
+        COLORS.index(scene.find(shape).color)
+        for scene, shape in zip(data.scenes, shapes, strict=True)
+    ]
+    return (
+        [f"what color is the {shape}?" for shape in shapes],
+        [f"{SHAPES_ZH[shape]}是什么颜色？" for shape in shapes],
+        torch.tensor(labels, dtype=torch.long),
+    )

@@ -134,8 +134,9 @@ def _check_kinds(kinds: Sequence[str]) -> tuple[str, ...]:
     return kinds
 
 
-def _ask_scenes(scenes: list[Scene], kinds: tuple[str, ...], num_questions: int,
-                rng: random.Random) -> tuple[list[Scene], list[str], list[str]] | None:
+def _ask_scenes(
+    scenes: list[Scene], kinds: tuple[str, ...], num_questions: int, rng: random.Random
+) -> tuple[list[Scene], list[str], list[str]] | None:
     """Ask each scene a question of a random kind until ``num_questions`` are asked.
 
     Returns ``(scenes asked, questions, kinds)``, or None when the scenes ran out.
@@ -154,9 +155,16 @@ def _ask_scenes(scenes: list[Scene], kinds: tuple[str, ...], num_questions: int,
     return None
 
 
-def make_shapes_vqa(num_questions: int, *, seed: int = 0, kinds: Sequence[str] = VQA_KINDS,
-                    image_size: int = 32, min_objects: int = 1, max_objects: int = 3,
-                    layout: str = "grid") -> ShapesVQADataset:
+def make_shapes_vqa(
+    num_questions: int,
+    *,
+    seed: int = 0,
+    kinds: Sequence[str] = VQA_KINDS,
+    image_size: int = 32,
+    min_objects: int = 1,
+    max_objects: int = 3,
+    layout: str = "grid",
+) -> ShapesVQADataset:
     """Generate ``num_questions`` (image, question, answer) triples, reproducibly from ``seed``.
 
     Each scene gets one question of a kind drawn uniformly from ``kinds``; a scene
@@ -166,21 +174,30 @@ def make_shapes_vqa(num_questions: int, *, seed: int = 0, kinds: Sequence[str] =
     """
     check_positive_int("num_questions", num_questions)
     kinds = _check_kinds(kinds)
-    scene_args = {"image_size": image_size, "seed": seed, "min_objects": min_objects,
-                  "max_objects": max_objects, "layout": layout}
+    scene_args = {
+        "image_size": image_size,
+        "seed": seed,
+        "min_objects": min_objects,
+        "max_objects": max_objects,
+        "layout": layout,
+    }
     num_scenes = num_questions + num_questions // 4 + 16  # a few scenes get skipped
     for _ in range(4):
-        drawn = _ask_scenes(generate_scenes(num_scenes, **scene_args), kinds, num_questions,
-                            random.Random(seed))
+        drawn = _ask_scenes(
+            generate_scenes(num_scenes, **scene_args), kinds, num_questions, random.Random(seed)
+        )
         if drawn is not None:
             break
         num_scenes *= 2  # the first scenes stay the same: the result does not change
     else:
-        raise ValueError(f"kinds: too few scenes admit questions of kinds {kinds} "
-                         f"with {min_objects}-{max_objects} objects")
+        raise ValueError(
+            f"kinds: too few scenes admit questions of kinds {kinds} "
+            f"with {min_objects}-{max_objects} objects"
+        )
     kept, questions, kind_list = drawn
-    answers = [answer_question(scene, question) for scene, question in zip(kept, questions,
-                                                                           strict=True)]
+    answers = [
+        answer_question(scene, question) for scene, question in zip(kept, questions, strict=True)
+    ]
     return ShapesVQADataset(
         images=torch.stack([scene.image for scene in kept]),
         questions=questions,
@@ -191,8 +208,9 @@ def make_shapes_vqa(num_questions: int, *, seed: int = 0, kinds: Sequence[str] =
     )
 
 
-def make_shapes_vqa_splits(sizes: tuple[int, int, int] = (3000, 500, 1000), *, seed: int = 0,
-                           **kwargs) -> dict[str, ShapesVQADataset]:
+def make_shapes_vqa_splits(
+    sizes: tuple[int, int, int] = (3000, 500, 1000), *, seed: int = 0, **kwargs
+) -> dict[str, ShapesVQADataset]:
     """Train, validation and test sets drawn with three independent seeds.
 
     The split seeds come from ``numpy.random.SeedSequence(seed).spawn(3)``;
@@ -202,6 +220,7 @@ def make_shapes_vqa_splits(sizes: tuple[int, int, int] = (3000, 500, 1000), *, s
         raise ValueError(f"sizes must be (train, val, test), got {sizes!r}")
     children = np.random.SeedSequence(seed).spawn(3)
     seeds = [int(child.generate_state(1)[0]) for child in children]
-    return {name: make_shapes_vqa(size, seed=split_seed, **kwargs)
-            for name, size, split_seed in zip(("train", "val", "test"), sizes, seeds,
-                                              strict=True)}
+    return {
+        name: make_shapes_vqa(size, seed=split_seed, **kwargs)
+        for name, size, split_seed in zip(("train", "val", "test"), sizes, seeds, strict=True)
+    }

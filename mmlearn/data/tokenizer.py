@@ -39,8 +39,9 @@ class WordTokenizer:
     def from_texts(cls, texts: Iterable[str], min_count: int = 1) -> WordTokenizer:
         """Build the vocabulary from ``texts``, most frequent words first."""
         counts = Counter(word for text in texts for word in split_words(text))
-        words = sorted((w for w, c in counts.items() if c >= min_count),
-                       key=lambda w: (-counts[w], w))
+        words = sorted(
+            (w for w, c in counts.items() if c >= min_count), key=lambda w: (-counts[w], w)
+        )
         return cls(words)
 
     def __len__(self) -> int:
@@ -50,14 +51,14 @@ class WordTokenizer:
     def pad_id(self) -> int:
         return self.stoi[PAD]
 
-    def encode(self, texts: Sequence[str] | str, max_length: int | None = None,
-               add_cls: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
+    def encode(
+        self, texts: Sequence[str] | str, max_length: int | None = None, add_cls: bool = True
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         """Return ``(ids, valid)``: ``(B, L)`` token ids and a bool mask of the real tokens."""
         if isinstance(texts, str):
             texts = [texts]
         prefix = [self.stoi[CLS]] if add_cls else []
-        rows = [prefix + [self.stoi.get(w, self.stoi[UNK]) for w in split_words(t)]
-                for t in texts]
+        rows = [prefix + [self.stoi.get(w, self.stoi[UNK]) for w in split_words(t)] for t in texts]
         length = max((len(row) for row in rows), default=0)
         if max_length is not None:
             if max_length < 1:

@@ -76,11 +76,15 @@ def _read_annotations(path: str | Path, questions: dict[int, dict]) -> dict[int,
         _require(record, fields, "annotations_path", index)
         question = questions.get(record["question_id"])
         if question is None:
-            raise ValueError(f"annotations_path: question_id {record['question_id']} "
-                             "has no question in questions_path")
+            raise ValueError(
+                f"annotations_path: question_id {record['question_id']} "
+                "has no question in questions_path"
+            )
         if question["image_id"] != record["image_id"]:
-            raise ValueError(f"annotations_path: question_id {record['question_id']} is on "
-                             f"image {record['image_id']}, its question on {question['image_id']}")
+            raise ValueError(
+                f"annotations_path: question_id {record['question_id']} is on "
+                f"image {record['image_id']}, its question on {question['image_id']}"
+            )
         annotations[record["question_id"]] = record
     unanswered = sorted(set(questions) - set(annotations))
     if unanswered:
@@ -88,8 +92,9 @@ def _read_annotations(path: str | Path, questions: dict[int, dict]) -> dict[int,
     return annotations
 
 
-def load_vqa(questions_path: str | Path,
-             annotations_path: str | Path | None = None) -> list[VQAExample]:
+def load_vqa(
+    questions_path: str | Path, annotations_path: str | Path | None = None
+) -> list[VQAExample]:
     """Load VQA v2 questions (and, when given, their annotations), ordered by question id.
 
     Without ``annotations_path`` (the test splits) every example has empty
@@ -97,21 +102,22 @@ def load_vqa(questions_path: str | Path,
     the same image, or a ``ValueError`` names the offending id.
     """
     questions = _read_questions(questions_path)
-    annotations = {} if annotations_path is None else _read_annotations(annotations_path,
-                                                                        questions)
+    annotations = {} if annotations_path is None else _read_annotations(annotations_path, questions)
     examples = []
     for question_id in sorted(questions):
         question = questions[question_id]
         note = annotations.get(question_id, {})
-        examples.append(VQAExample(
-            question_id=question_id,
-            image_id=question["image_id"],
-            question=question["question"],
-            answers=tuple(answer["answer"] for answer in note.get("answers", ())),
-            multiple_choice_answer=note.get("multiple_choice_answer"),
-            question_type=note.get("question_type"),
-            answer_type=note.get("answer_type"),
-        ))
+        examples.append(
+            VQAExample(
+                question_id=question_id,
+                image_id=question["image_id"],
+                question=question["question"],
+                answers=tuple(answer["answer"] for answer in note.get("answers", ())),
+                multiple_choice_answer=note.get("multiple_choice_answer"),
+                question_type=note.get("question_type"),
+                answer_type=note.get("answer_type"),
+            )
+        )
     return examples
 
 
@@ -150,11 +156,13 @@ def answer_vocabulary(examples: Sequence[VQAExample], top_k: int | None = None) 
     VQA models are usually trained as classifiers over the most frequent
     answers of the training split. Ties break alphabetically.
     """
-    if top_k is not None and (isinstance(top_k, bool) or not isinstance(top_k, int)
-                              or top_k < 1):
+    if top_k is not None and (isinstance(top_k, bool) or not isinstance(top_k, int) or top_k < 1):
         raise ValueError(f"top_k must be a positive integer or None, got {top_k!r}")
-    counts = Counter(normalize_answer(example.multiple_choice_answer) for example in examples
-                     if example.multiple_choice_answer is not None)
+    counts = Counter(
+        normalize_answer(example.multiple_choice_answer)
+        for example in examples
+        if example.multiple_choice_answer is not None
+    )
     ranked = sorted(counts, key=lambda answer: (-counts[answer], answer))
     return ranked if top_k is None else ranked[:top_k]
 

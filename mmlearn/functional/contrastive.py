@@ -76,13 +76,12 @@ def _check_negatives(negatives: torch.Tensor, anchor: torch.Tensor) -> None:
     """Per-anchor negatives ``(N, K, D)`` or one shared set (a queue) ``(K, D)``."""
     check_tensor("negatives", negatives, ndim=(2, 3), floating=True)
     if negatives.dim() == 3:
-        check_same_size("anchor", anchor.shape[0], "negatives", negatives.shape[0],
-                        "batch sizes")
-    check_same_size("anchor", anchor.shape[1], "negatives", negatives.shape[-1],
-                    "feature widths D")
+        check_same_size("anchor", anchor.shape[0], "negatives", negatives.shape[0], "batch sizes")
+    check_same_size("anchor", anchor.shape[1], "negatives", negatives.shape[-1], "feature widths D")
     if negatives.dtype != anchor.dtype:
-        raise TypeError(f"negatives ({negatives.dtype}) must have the dtype of anchor "
-                        f"({anchor.dtype})")
+        raise TypeError(
+            f"negatives ({negatives.dtype}) must have the dtype of anchor ({anchor.dtype})"
+        )
 
 
 def _wide(logits: torch.Tensor) -> torch.Tensor:
@@ -90,8 +89,12 @@ def _wide(logits: torch.Tensor) -> torch.Tensor:
     return logits.to(torch.promote_types(logits.dtype, torch.float32))
 
 
-def info_nce(anchor: torch.Tensor, positive: torch.Tensor, negatives: torch.Tensor | None = None,
-             temperature: Scalar = 1.0) -> torch.Tensor:
+def info_nce(
+    anchor: torch.Tensor,
+    positive: torch.Tensor,
+    negatives: torch.Tensor | None = None,
+    temperature: Scalar = 1.0,
+) -> torch.Tensor:
     """InfoNCE loss of every anchor, {eq}`eq-infonce`.
 
     For anchor ``x_n`` with score ``s(x, x') = f(x)^T f(x') / temperature``::
@@ -130,9 +133,12 @@ def info_nce(anchor: torch.Tensor, positive: torch.Tensor, negatives: torch.Tens
     return (torch.logsumexp(logits, dim=1) - logits[:, 0]).to(anchor.dtype)
 
 
-def contrastive_objective(anchor: torch.Tensor, positive: torch.Tensor,
-                          negatives: torch.Tensor | None = None,
-                          temperature: Scalar = 1.0) -> torch.Tensor:
+def contrastive_objective(
+    anchor: torch.Tensor,
+    positive: torch.Tensor,
+    negatives: torch.Tensor | None = None,
+    temperature: Scalar = 1.0,
+) -> torch.Tensor:
     """The contrastive objective J_CL, {eq}`eq-cl-objective`: the batch mean of :func:`info_nce`.
 
     The expectation over the data distribution is estimated by the mean over
@@ -141,8 +147,9 @@ def contrastive_objective(anchor: torch.Tensor, positive: torch.Tensor,
     return info_nce(anchor, positive, negatives, temperature).mean()
 
 
-def clip_loss(image_features: torch.Tensor, text_features: torch.Tensor,
-              logit_scale: Scalar) -> torch.Tensor:
+def clip_loss(
+    image_features: torch.Tensor, text_features: torch.Tensor, logit_scale: Scalar
+) -> torch.Tensor:
     """CLIP's symmetric contrastive loss, {eq}`eq-clip-loss`.
 
     ``logits = logit_scale * image_features @ text_features.T``; image n belongs
@@ -215,8 +222,12 @@ def _check_logit_bias(logit_bias: Scalar) -> None:
         raise ValueError(f"logit_bias must be a finite number, got {logit_bias!r}")
 
 
-def siglip_loss(image_features: torch.Tensor, text_features: torch.Tensor,
-                logit_scale: Scalar, logit_bias: Scalar) -> torch.Tensor:
+def siglip_loss(
+    image_features: torch.Tensor,
+    text_features: torch.Tensor,
+    logit_scale: Scalar,
+    logit_bias: Scalar,
+) -> torch.Tensor:
     """SigLIP's pairwise sigmoid loss, {eq}`eq-siglip-loss` (Zhai et al., 2023).
 
     Every one of the ``N x N`` image-text pairs is an independent binary

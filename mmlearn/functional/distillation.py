@@ -76,8 +76,9 @@ def _check_labels(labels: torch.Tensor, num_samples: int, num_classes: int) -> N
         )
 
 
-def soft_target_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor,
-                     temperature: float) -> torch.Tensor:
+def soft_target_loss(
+    student_logits: torch.Tensor, teacher_logits: torch.Tensor, temperature: float
+) -> torch.Tensor:
     """Cross-entropy of the student against the teacher's softened distribution.
 
     Implements {eq}`eq-kd-soft`, the formula as the book writes it:
@@ -105,8 +106,9 @@ def soft_target_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor,
     return loss.to(student_logits.dtype)
 
 
-def kd_kl_divergence(student_logits: torch.Tensor, teacher_logits: torch.Tensor,
-                     temperature: float) -> torch.Tensor:
+def kd_kl_divergence(
+    student_logits: torch.Tensor, teacher_logits: torch.Tensor, temperature: float
+) -> torch.Tensor:
     """Batch mean of ``KL(softmax(t/T) || softmax(s/T))``, the soft term of {eq}`eq-kd-hinton`.
 
     Equals ``nn.KLDivLoss(reduction="batchmean")`` applied to the student's
@@ -119,8 +121,9 @@ def kd_kl_divergence(student_logits: torch.Tensor, teacher_logits: torch.Tensor,
     return _kl_wide(_wide(student_logits), teacher_logits, temperature).to(student_logits.dtype)
 
 
-def _kl_wide(student: torch.Tensor, teacher_logits: torch.Tensor,
-             temperature: float) -> torch.Tensor:
+def _kl_wide(
+    student: torch.Tensor, teacher_logits: torch.Tensor, temperature: float
+) -> torch.Tensor:
     """The batch-mean KL of :func:`kd_kl_divergence`, in the dtype of ``student`` (>= float32)."""
     teacher_log_probs = F.log_softmax(teacher_logits.to(student.dtype) / temperature, dim=-1)
     student_log_probs = F.log_softmax(student / temperature, dim=-1)
@@ -128,8 +131,13 @@ def _kl_wide(student: torch.Tensor, teacher_logits: torch.Tensor,
     return (teacher_probs * (teacher_log_probs - student_log_probs)).sum(dim=-1).mean()
 
 
-def distillation_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor,
-                      labels: torch.Tensor, temperature: float, alpha: float) -> torch.Tensor:
+def distillation_loss(
+    student_logits: torch.Tensor,
+    teacher_logits: torch.Tensor,
+    labels: torch.Tensor,
+    temperature: float,
+    alpha: float,
+) -> torch.Tensor:
     """Hinton et al.'s distillation objective, {eq}`eq-kd-hinton`.
 
     ``alpha * T**2 * KL(softmax(t/T) || softmax(s/T)) + (1 - alpha) * CE(s, labels)``,
@@ -172,13 +180,16 @@ def uniform_layer_map(num_student_layers: int, num_teacher_layers: int) -> list[
             f"num_student_layers ({num_student_layers}) must not exceed "
             f"num_teacher_layers ({num_teacher_layers})"
         )
-    return [(i + 1) * num_teacher_layers // num_student_layers - 1
-            for i in range(num_student_layers)]
+    return [
+        (i + 1) * num_teacher_layers // num_student_layers - 1 for i in range(num_student_layers)
+    ]
 
 
-def _select_teacher_layers(student_attentions: Sequence[torch.Tensor],
-                           teacher_attentions: Sequence[torch.Tensor],
-                           layer_map: Sequence[int] | None) -> list[torch.Tensor]:
+def _select_teacher_layers(
+    student_attentions: Sequence[torch.Tensor],
+    teacher_attentions: Sequence[torch.Tensor],
+    layer_map: Sequence[int] | None,
+) -> list[torch.Tensor]:
     """The teacher layer paired with each student layer (identity when ``layer_map`` is None)."""
     num_student, num_teacher = len(student_attentions), len(teacher_attentions)
     if num_student == 0:
@@ -196,9 +207,11 @@ def _select_teacher_layers(student_attentions: Sequence[torch.Tensor],
             f"layer_map must give one teacher layer per student layer ({num_student}), "
             f"got {len(layer_map)}"
         )
-    bad = [index for index in layer_map
-           if isinstance(index, bool) or not isinstance(index, int)
-           or not 0 <= index < num_teacher]
+    bad = [
+        index
+        for index in layer_map
+        if isinstance(index, bool) or not isinstance(index, int) or not 0 <= index < num_teacher
+    ]
     if bad:
         raise ValueError(
             f"layer_map entries must be ints in [0, {num_teacher}), got {list(layer_map)}"
@@ -206,12 +219,14 @@ def _select_teacher_layers(student_attentions: Sequence[torch.Tensor],
     return [teacher_attentions[index] for index in layer_map]
 
 
-def attention_distillation_loss(student_attentions: Sequence[torch.Tensor],
-                                teacher_attentions: Sequence[torch.Tensor],
-                                reduction: str = "sum",
-                                layer_map: Sequence[int] | None = None,
-                                kind: str = "probabilities",
-                                mask: torch.Tensor | None = None) -> torch.Tensor:
+def attention_distillation_loss(
+    student_attentions: Sequence[torch.Tensor],
+    teacher_attentions: Sequence[torch.Tensor],
+    reduction: str = "sum",
+    layer_map: Sequence[int] | None = None,
+    kind: str = "probabilities",
+    mask: torch.Tensor | None = None,
+) -> torch.Tensor:
     """Attention distillation, {eq}`eq-attention-distillation`: ``(1/L) sum_l ||A_s^l - A_t^l||^2``.
 
     Args:
@@ -241,11 +256,14 @@ def attention_distillation_loss(student_attentions: Sequence[torch.Tensor],
         raise ValueError(f"reduction must be one of {REDUCTIONS}, got {reduction!r}")
     if kind not in ATTENTION_KINDS:
         raise ValueError(f"kind must be one of {ATTENTION_KINDS}, got {kind!r}")
-    for name, value in (("student_attentions", student_attentions),
-                        ("teacher_attentions", teacher_attentions)):
+    for name, value in (
+        ("student_attentions", student_attentions),
+        ("teacher_attentions", teacher_attentions),
+    ):
         if isinstance(value, torch.Tensor) or not isinstance(value, Sequence):
-            raise TypeError(f"{name} must be a list or tuple of per-layer tensors, "
-                            f"got {type(value).__name__}")
+            raise TypeError(
+                f"{name} must be a list or tuple of per-layer tensors, got {type(value).__name__}"
+            )
     teachers = _select_teacher_layers(student_attentions, teacher_attentions, layer_map)
     per_layer = []
     for layer, (student, teacher) in enumerate(zip(student_attentions, teachers, strict=True)):
@@ -257,8 +275,9 @@ def attention_distillation_loss(student_attentions: Sequence[torch.Tensor],
                 f"{tuple(teacher.shape)} must have the same shape (B, h, Lq, Lk)"
             )
         check_mask("mask", mask, student.shape)
-        difference = _masked_difference(_wide(student), teacher.to(_wide(student).dtype),
-                                        kind, mask)
+        difference = _masked_difference(
+            _wide(student), teacher.to(_wide(student).dtype), kind, mask
+        )
         squared = difference.square()
         if reduction == "sum":
             per_layer.append(squared.flatten(start_dim=1).sum(dim=1).mean())
@@ -267,12 +286,16 @@ def attention_distillation_loss(student_attentions: Sequence[torch.Tensor],
     return torch.stack(per_layer).mean().to(student_attentions[0].dtype)
 
 
-def _masked_difference(student: torch.Tensor, teacher: torch.Tensor, kind: str,
-                       mask: torch.Tensor | None) -> torch.Tensor:
+def _masked_difference(
+    student: torch.Tensor, teacher: torch.Tensor, kind: str, mask: torch.Tensor | None
+) -> torch.Tensor:
     """``A_s - A_t`` with the positions outside ``mask`` set to zero."""
     if mask is None:
-        if kind == "scores" and debug_enabled() and not (student.isfinite().all()
-                                                          and teacher.isfinite().all()):
+        if (
+            kind == "scores"
+            and debug_enabled()
+            and not (student.isfinite().all() and teacher.isfinite().all())
+        ):
             raise ValueError(
                 "attention scores hold non-finite values (masked positions?); pass mask "
                 "(True = position counts) so that they are zeroed before comparing"
@@ -284,10 +307,13 @@ def _masked_difference(student: torch.Tensor, teacher: torch.Tensor, kind: str,
     return student - teacher
 
 
-def feature_distillation_loss(student_hidden: torch.Tensor, teacher_hidden: torch.Tensor,
-                              weight: torch.Tensor | None = None,
-                              bias: torch.Tensor | None = None,
-                              mask: torch.Tensor | None = None) -> torch.Tensor:
+def feature_distillation_loss(
+    student_hidden: torch.Tensor,
+    teacher_hidden: torch.Tensor,
+    weight: torch.Tensor | None = None,
+    bias: torch.Tensor | None = None,
+    mask: torch.Tensor | None = None,
+) -> torch.Tensor:
     """Feature (hidden-state) distillation: ``MSE(h_s W + b, h_t)``.
 
     FitNets' hint loss (Romero et al. 2015) and TinyBERT's hidden-state loss:
@@ -313,13 +339,19 @@ def feature_distillation_loss(student_hidden: torch.Tensor, teacher_hidden: torc
     projected = student_hidden
     if weight is not None:
         check_tensor("weight", weight, ndim=2, floating=True)
-        check_same_size("student_hidden", student_hidden.shape[-1], "weight",
-                        weight.shape[0], "feature widths (last dim / rows)")
+        check_same_size(
+            "student_hidden",
+            student_hidden.shape[-1],
+            "weight",
+            weight.shape[0],
+            "feature widths (last dim / rows)",
+        )
         projected = projected @ weight
     if bias is not None:
         check_tensor("bias", bias, ndim=1, floating=True)
-        check_same_size("bias", bias.shape[0], "teacher_hidden", teacher_hidden.shape[-1],
-                        "feature widths")
+        check_same_size(
+            "bias", bias.shape[0], "teacher_hidden", teacher_hidden.shape[-1], "feature widths"
+        )
         projected = projected + bias
     if projected.shape != teacher_hidden.shape:
         raise ValueError(

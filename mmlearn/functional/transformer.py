@@ -27,8 +27,9 @@ __all__ = [
 ]
 
 
-def _check_same_dtype(name: str, value: torch.Tensor, reference: torch.Tensor,
-                      reference_name: str = "query") -> None:
+def _check_same_dtype(
+    name: str, value: torch.Tensor, reference: torch.Tensor, reference_name: str = "query"
+) -> None:
     """Reject mixed dtypes early (``float32 @ float64`` fails with a cryptic message)."""
     if value.dtype != reference.dtype:
         raise TypeError(
@@ -36,8 +37,9 @@ def _check_same_dtype(name: str, value: torch.Tensor, reference: torch.Tensor,
         )
 
 
-def _check_weight(name: str, weight: object, rows: int, reference: torch.Tensor,
-                  reference_name: str = "query") -> torch.Tensor:
+def _check_weight(
+    name: str, weight: object, rows: int, reference: torch.Tensor, reference_name: str = "query"
+) -> torch.Tensor:
     """Check a projection matrix: 2-D, ``rows`` rows, the dtype of ``reference``."""
     check_tensor(name, weight, ndim=2, floating=True)
     _check_same_dtype(name, weight, reference, reference_name)
@@ -49,8 +51,9 @@ def _check_weight(name: str, weight: object, rows: int, reference: torch.Tensor,
     return weight
 
 
-def causal_mask(length_q: int, length_k: int | None = None,
-                device: torch.device | str | None = None) -> torch.Tensor:
+def causal_mask(
+    length_q: int, length_k: int | None = None, device: torch.device | str | None = None
+) -> torch.Tensor:
     """Return the causal mask ``(Lq, Lk)``: True on and below the diagonal.
 
     Query ``i`` may attend to keys ``0..i``. When ``Lq != Lk`` the diagonal
@@ -99,8 +102,9 @@ def _check_qkv(query: torch.Tensor, key: torch.Tensor, value: torch.Tensor | Non
         )
 
 
-def attention_weights(query: torch.Tensor, key: torch.Tensor,
-                      mask: torch.Tensor | None = None) -> torch.Tensor:
+def attention_weights(
+    query: torch.Tensor, key: torch.Tensor, mask: torch.Tensor | None = None
+) -> torch.Tensor:
     """Return the weights of {eq}`eq-attention`: ``softmax(Q K^T / sqrt(d_k))``, ``(..., Lq, Lk)``.
 
     Masked entries (``mask`` False) are exactly 0 and a query whose keys are all
@@ -119,8 +123,9 @@ def attention_weights(query: torch.Tensor, key: torch.Tensor,
     return weights.masked_fill(~mask, 0.0)
 
 
-def attention(query: torch.Tensor, key: torch.Tensor, value: torch.Tensor,
-              mask: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+def attention(
+    query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, mask: torch.Tensor | None = None
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Scaled dot-product attention, {eq}`eq-attention`: ``softmax(Q K^T / sqrt(d_k)) V``.
 
     Args:
@@ -155,9 +160,16 @@ def merge_heads(x: torch.Tensor) -> torch.Tensor:
     return x.transpose(1, 2).reshape(batch, length, num_heads * width)
 
 
-def _check_projections(query: torch.Tensor, key: torch.Tensor, value: torch.Tensor,
-                       w_q: torch.Tensor, w_k: torch.Tensor, w_v: torch.Tensor,
-                       w_o: torch.Tensor, num_heads: int) -> None:
+def _check_projections(
+    query: torch.Tensor,
+    key: torch.Tensor,
+    value: torch.Tensor,
+    w_q: torch.Tensor,
+    w_k: torch.Tensor,
+    w_v: torch.Tensor,
+    w_o: torch.Tensor,
+    num_heads: int,
+) -> None:
     """Check the inputs and the four projection matrices of multi-head attention."""
     check_tensor("query", query, ndim=3, floating=True)
     check_tensor("key", key, ndim=3, floating=True)
@@ -177,8 +189,9 @@ def _check_projections(query: torch.Tensor, key: torch.Tensor, value: torch.Tens
     _check_weight("w_v", w_v, value.shape[-1], query)
     _check_weight("w_o", w_o, w_v.shape[1], query)
     if w_k.shape[1] != w_q.shape[1]:
-        raise ValueError(f"w_k must have h*d_k = {w_q.shape[1]} columns like w_q, "
-                         f"got shape {tuple(w_k.shape)}")
+        raise ValueError(
+            f"w_k must have h*d_k = {w_q.shape[1]} columns like w_q, got shape {tuple(w_k.shape)}"
+        )
     for name, columns in (("w_q", w_q.shape[1]), ("w_v", w_v.shape[1])):
         if columns % num_heads != 0:
             raise ValueError(
@@ -186,10 +199,17 @@ def _check_projections(query: torch.Tensor, key: torch.Tensor, value: torch.Tens
             )
 
 
-def multi_head_attention(query: torch.Tensor, key: torch.Tensor, value: torch.Tensor,
-                         w_q: torch.Tensor, w_k: torch.Tensor, w_v: torch.Tensor,
-                         w_o: torch.Tensor, num_heads: int,
-                         mask: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+def multi_head_attention(
+    query: torch.Tensor,
+    key: torch.Tensor,
+    value: torch.Tensor,
+    w_q: torch.Tensor,
+    w_k: torch.Tensor,
+    w_v: torch.Tensor,
+    w_o: torch.Tensor,
+    num_heads: int,
+    mask: torch.Tensor | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Multi-head attention, {eq}`eq-multihead` and {eq}`eq-head` (no biases, as in the book).
 
     ``head_i = Attention(Q W_i^Q, K W_i^K, V W_i^V)`` where ``W_i^Q`` is the column
@@ -218,8 +238,9 @@ def multi_head_attention(query: torch.Tensor, key: torch.Tensor, value: torch.Te
     return merge_heads(heads) @ w_o, weights
 
 
-def feed_forward(x: torch.Tensor, w1: torch.Tensor, b1: torch.Tensor,
-                 w2: torch.Tensor, b2: torch.Tensor) -> torch.Tensor:
+def feed_forward(
+    x: torch.Tensor, w1: torch.Tensor, b1: torch.Tensor, w2: torch.Tensor, b2: torch.Tensor
+) -> torch.Tensor:
     """Position-wise feed-forward network, {eq}`eq-ffn`: ``max(0, x W1 + b1) W2 + b2``.
 
     Args:

@@ -20,8 +20,9 @@ from mmlearn._checks import check_positive_int, check_tensor
 __all__ = ["conse_embedding", "grad_cam"]
 
 
-def conse_embedding(probabilities: torch.Tensor, class_embeddings: torch.Tensor,
-                    top_k: int = 10) -> torch.Tensor:
+def conse_embedding(
+    probabilities: torch.Tensor, class_embeddings: torch.Tensor, top_k: int = 10
+) -> torch.Tensor:
     """ConSE: embed images in a text space through a classifier's probabilities.
 
     Implements {eq}`eq-conse`: for each image, take the ``top_k`` most probable
@@ -44,19 +45,23 @@ def conse_embedding(probabilities: torch.Tensor, class_embeddings: torch.Tensor,
     check_tensor("class_embeddings", class_embeddings, ndim=2, floating=True)
     num_classes = probabilities.shape[1]
     if class_embeddings.shape[0] != num_classes:
-        raise ValueError(f"class_embeddings must have one row per class ({num_classes}), "
-                         f"got shape {tuple(class_embeddings.shape)}")
+        raise ValueError(
+            f"class_embeddings must have one row per class ({num_classes}), "
+            f"got shape {tuple(class_embeddings.shape)}"
+        )
     check_positive_int("top_k", top_k)
     if top_k > num_classes:
-        raise ValueError(f"top_k must be at most the number of classes ({num_classes}), "
-                         f"got {top_k}")
+        raise ValueError(
+            f"top_k must be at most the number of classes ({num_classes}), got {top_k}"
+        )
     weights, indices = probabilities.topk(top_k, dim=1)  # (B, k)
     combined = torch.einsum("bk,bkd->bd", weights, class_embeddings[indices])
     return F.normalize(combined, dim=-1)
 
 
-def grad_cam(activations: torch.Tensor, gradients: torch.Tensor,
-             size: Sequence[int] | None = None) -> torch.Tensor:
+def grad_cam(
+    activations: torch.Tensor, gradients: torch.Tensor, size: Sequence[int] | None = None
+) -> torch.Tensor:
     """Grad-CAM from feature maps and the gradient of a score with respect to them.
 
     Implements {eq}`eq-grad-cam`: ``alpha_k = mean_ij dS/dA^k_ij`` for each channel
@@ -74,15 +79,17 @@ def grad_cam(activations: torch.Tensor, gradients: torch.Tensor,
     check_tensor("activations", activations, ndim=4, floating=True)
     check_tensor("gradients", gradients, ndim=4, floating=True)
     if gradients.shape != activations.shape:
-        raise ValueError(f"gradients must have the shape of activations "
-                         f"{tuple(activations.shape)}, got {tuple(gradients.shape)}")
+        raise ValueError(
+            f"gradients must have the shape of activations "
+            f"{tuple(activations.shape)}, got {tuple(gradients.shape)}"
+        )
     alpha = gradients.mean(dim=(2, 3), keepdim=True)  # (B, K, 1, 1)
     cam = torch.relu((alpha * activations).sum(dim=1))  # (B, h, w)
     if size is None:
         return cam
-    if len(size) != 2 or any(isinstance(s, bool) or not isinstance(s, int) or s < 1
-                             for s in size):
+    if len(size) != 2 or any(isinstance(s, bool) or not isinstance(s, int) or s < 1 for s in size):
         raise ValueError(f"size must be two positive ints (H, W), got {size!r}")
-    upsampled = F.interpolate(cam[:, None], size=tuple(size), mode="bilinear",
-                              align_corners=False)[:, 0]
+    upsampled = F.interpolate(cam[:, None], size=tuple(size), mode="bilinear", align_corners=False)[
+        :, 0
+    ]
     return upsampled.clamp(min=0.0)

@@ -49,8 +49,9 @@ class InfoNCELoss(nn.Module):
         self.temperature = float(temperature)
         self.reduction = reduction
 
-    def forward(self, anchor: torch.Tensor, positive: torch.Tensor,
-                negatives: torch.Tensor | None = None) -> torch.Tensor:
+    def forward(
+        self, anchor: torch.Tensor, positive: torch.Tensor, negatives: torch.Tensor | None = None
+    ) -> torch.Tensor:
         losses = info_nce(anchor, positive, negatives, self.temperature)
         if self.reduction == "mean":
             return losses.mean()
@@ -139,17 +140,24 @@ class ClipLoss(nn.Module):
         local_loss: compute only this rank's rows (see above).
     """
 
-    def __init__(self, init_logit_scale: float = math.log(1 / 0.07),
-                 max_logit_scale: float = math.log(100), learnable: bool = True,
-                 gather_with_grad: bool = True, local_loss: bool = False):
+    def __init__(
+        self,
+        init_logit_scale: float = math.log(1 / 0.07),
+        max_logit_scale: float = math.log(100),
+        learnable: bool = True,
+        gather_with_grad: bool = True,
+        local_loss: bool = False,
+    ):
         super().__init__()
         if not math.isfinite(init_logit_scale):
             raise ValueError(f"init_logit_scale must be finite, got {init_logit_scale!r}")
         if not math.isfinite(max_logit_scale):
             raise ValueError(f"max_logit_scale must be finite, got {max_logit_scale!r}")
         if init_logit_scale > max_logit_scale:
-            raise ValueError(f"init_logit_scale ({init_logit_scale!r}) must not exceed "
-                             f"max_logit_scale ({max_logit_scale!r})")
+            raise ValueError(
+                f"init_logit_scale ({init_logit_scale!r}) must not exceed "
+                f"max_logit_scale ({max_logit_scale!r})"
+            )
         if local_loss and not gather_with_grad:
             raise ValueError(
                 "local_loss=True requires gather_with_grad=True: each rank's local loss also "
@@ -180,8 +188,12 @@ class ClipLoss(nn.Module):
         if self.learnable and self.logit_scale.requires_grad:
             self.logit_scale.clamp_(0.0, self.max_logit_scale)
 
-    def forward(self, image_features: torch.Tensor, text_features: torch.Tensor,
-                logit_scale: torch.Tensor | None = None) -> torch.Tensor:
+    def forward(
+        self,
+        image_features: torch.Tensor,
+        text_features: torch.Tensor,
+        logit_scale: torch.Tensor | None = None,
+    ) -> torch.Tensor:
         """Loss of L2-normalised ``(b, D)`` image and text features (row i pairs with row i).
 
         ``logit_scale``: a model's already exponentiated scale; only when the loss
@@ -209,20 +221,28 @@ class ClipLoss(nn.Module):
         return _local_clip_loss(image_features, text_features, all_images, all_texts, scale, rank)
 
     def extra_repr(self) -> str:
-        return (f"max_logit_scale={self.max_logit_scale:.4f}, "
-                f"gather_with_grad={self.gather_with_grad}, local_loss={self.local_loss}")
+        return (
+            f"max_logit_scale={self.max_logit_scale:.4f}, "
+            f"gather_with_grad={self.gather_with_grad}, local_loss={self.local_loss}"
+        )
 
 
-def _local_clip_loss(image_features: torch.Tensor, text_features: torch.Tensor,
-                     all_images: torch.Tensor, all_texts: torch.Tensor, scale: torch.Tensor,
-                     rank: int) -> torch.Tensor:
+def _local_clip_loss(
+    image_features: torch.Tensor,
+    text_features: torch.Tensor,
+    all_images: torch.Tensor,
+    all_texts: torch.Tensor,
+    scale: torch.Tensor,
+    rank: int,
+) -> torch.Tensor:
     """This rank's rows of the global CLIP loss: targets are offset by ``rank * b``."""
     local_batch = image_features.shape[0]
     logits_per_image = scale * image_features @ all_texts.T
     logits_per_text = scale * text_features @ all_images.T
     labels = torch.arange(local_batch, device=logits_per_image.device) + rank * local_batch
-    return (F.cross_entropy(logits_per_image, labels)
-            + F.cross_entropy(logits_per_text, labels)) / 2
+    return (
+        F.cross_entropy(logits_per_image, labels) + F.cross_entropy(logits_per_text, labels)
+    ) / 2
 
 
 class SigLipLoss(nn.Module):
@@ -237,11 +257,17 @@ class SigLipLoss(nn.Module):
     version is not implemented), so it refuses to run with ``world_size > 1``.
     """
 
-    def __init__(self, init_logit_scale: float = math.log(10.0), init_logit_bias: float = -10.0,
-                 learnable: bool = True):
+    def __init__(
+        self,
+        init_logit_scale: float = math.log(10.0),
+        init_logit_bias: float = -10.0,
+        learnable: bool = True,
+    ):
         super().__init__()
-        for name, value in (("init_logit_scale", init_logit_scale),
-                            ("init_logit_bias", init_logit_bias)):
+        for name, value in (
+            ("init_logit_scale", init_logit_scale),
+            ("init_logit_bias", init_logit_bias),
+        ):
             if not math.isfinite(value):
                 raise ValueError(f"{name} must be finite, got {value!r}")
         scale, bias = torch.tensor(float(init_logit_scale)), torch.tensor(float(init_logit_bias))
@@ -254,10 +280,11 @@ class SigLipLoss(nn.Module):
     def forward(self, image_features: torch.Tensor, text_features: torch.Tensor) -> torch.Tensor:
         """Loss of L2-normalised ``(N, D)`` image and text features (row i pairs with row i)."""
         if rank_and_world_size()[1] > 1:
-            raise RuntimeError("SigLipLoss computes a single-process loss; with world_size > 1 "
-                               "each rank would miss the pairs across ranks")
-        return siglip_loss(image_features, text_features, self.logit_scale.exp(),
-                           self.logit_bias)
+            raise RuntimeError(
+                "SigLipLoss computes a single-process loss; with world_size > 1 "
+                "each rank would miss the pairs across ranks"
+            )
+        return siglip_loss(image_features, text_features, self.logit_scale.exp(), self.logit_bias)
 
     def extra_repr(self) -> str:
         return f"t={self.logit_scale.exp().item():.4g}, b={self.logit_bias.item():.4g}"

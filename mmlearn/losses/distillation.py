@@ -49,10 +49,12 @@ class DistillationLoss(nn.Module):
         self.temperature = temperature
         self.alpha = alpha
 
-    def forward(self, student_logits: torch.Tensor, teacher_logits: torch.Tensor,
-                labels: torch.Tensor) -> torch.Tensor:
-        return distillation_loss(student_logits, teacher_logits, labels,
-                                 self.temperature, self.alpha)
+    def forward(
+        self, student_logits: torch.Tensor, teacher_logits: torch.Tensor, labels: torch.Tensor
+    ) -> torch.Tensor:
+        return distillation_loss(
+            student_logits, teacher_logits, labels, self.temperature, self.alpha
+        )
 
     def extra_repr(self) -> str:
         return f"temperature={self.temperature}, alpha={self.alpha}"
@@ -61,8 +63,12 @@ class DistillationLoss(nn.Module):
 class AttentionDistillationLoss(nn.Module):
     """{eq}`eq-attention-distillation` with a fixed reduction, kind and layer map."""
 
-    def __init__(self, reduction: str = "sum", layer_map: Sequence[int] | None = None,
-                 kind: str = "probabilities") -> None:
+    def __init__(
+        self,
+        reduction: str = "sum",
+        layer_map: Sequence[int] | None = None,
+        kind: str = "probabilities",
+    ) -> None:
         super().__init__()
         if reduction not in REDUCTIONS:
             raise ValueError(f"reduction must be one of {REDUCTIONS}, got {reduction!r}")
@@ -72,12 +78,20 @@ class AttentionDistillationLoss(nn.Module):
         self.layer_map = None if layer_map is None else list(layer_map)
         self.kind = kind
 
-    def forward(self, student_attentions: Sequence[torch.Tensor],
-                teacher_attentions: Sequence[torch.Tensor],
-                mask: torch.Tensor | None = None) -> torch.Tensor:
-        return attention_distillation_loss(student_attentions, teacher_attentions,
-                                           reduction=self.reduction, layer_map=self.layer_map,
-                                           kind=self.kind, mask=mask)
+    def forward(
+        self,
+        student_attentions: Sequence[torch.Tensor],
+        teacher_attentions: Sequence[torch.Tensor],
+        mask: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        return attention_distillation_loss(
+            student_attentions,
+            teacher_attentions,
+            reduction=self.reduction,
+            layer_map=self.layer_map,
+            kind=self.kind,
+            mask=mask,
+        )
 
     def extra_repr(self) -> str:
         return f"reduction={self.reduction!r}, layer_map={self.layer_map}, kind={self.kind!r}"
@@ -103,11 +117,19 @@ class FeatureDistillationLoss(nn.Module):
             )
         self.projection = nn.Linear(student_dim, teacher_dim) if project else None
 
-    def forward(self, student_hidden: torch.Tensor, teacher_hidden: torch.Tensor,
-                mask: torch.Tensor | None = None) -> torch.Tensor:
+    def forward(
+        self,
+        student_hidden: torch.Tensor,
+        teacher_hidden: torch.Tensor,
+        mask: torch.Tensor | None = None,
+    ) -> torch.Tensor:
         if self.projection is None:
             return feature_distillation_loss(student_hidden, teacher_hidden, mask=mask)
         # nn.Linear stores W as (d_t, d_s) and computes x @ W.T: pass the book's (d_s, d_t).
-        return feature_distillation_loss(student_hidden, teacher_hidden,
-                                         weight=self.projection.weight.T,
-                                         bias=self.projection.bias, mask=mask)
+        return feature_distillation_loss(
+            student_hidden,
+            teacher_hidden,
+            weight=self.projection.weight.T,
+            bias=self.projection.bias,
+            mask=mask,
+        )

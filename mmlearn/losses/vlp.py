@@ -19,12 +19,15 @@ class ITCLoss(nn.Module):
     ``exp(min(s, ln 100))``, so the scale never exceeds 100.
     """
 
-    def __init__(self, init_logit_scale: float = math.log(1 / 0.07),
-                 max_logit_scale: float = math.log(100)) -> None:
+    def __init__(
+        self, init_logit_scale: float = math.log(1 / 0.07), max_logit_scale: float = math.log(100)
+    ) -> None:
         super().__init__()
         if not math.isfinite(init_logit_scale) or not math.isfinite(max_logit_scale):
-            raise ValueError(f"init_logit_scale and max_logit_scale must be finite, got "
-                             f"{init_logit_scale!r} and {max_logit_scale!r}")
+            raise ValueError(
+                f"init_logit_scale and max_logit_scale must be finite, got "
+                f"{init_logit_scale!r} and {max_logit_scale!r}"
+            )
         self.logit_scale = nn.Parameter(torch.tensor(float(init_logit_scale)))
         self.max_logit_scale = float(max_logit_scale)
 
@@ -40,8 +43,7 @@ class ITCLoss(nn.Module):
 class ITMLoss(nn.Module):
     """:func:`mmlearn.functional.itm_loss`: class 1 for the true pairs, 0 for the negatives."""
 
-    def forward(self, positive_logits: torch.Tensor,
-                negative_logits: torch.Tensor) -> torch.Tensor:
+    def forward(self, positive_logits: torch.Tensor, negative_logits: torch.Tensor) -> torch.Tensor:
         return itm_loss(positive_logits, negative_logits)
 
 

@@ -43,8 +43,16 @@ class MultiHeadAttention(nn.Module):
         kdim, vdim: widths of ``key`` and ``value`` for cross-attention (default ``d_model``).
     """
 
-    def __init__(self, d_model: int, num_heads: int, dropout: float = 0.0, bias: bool = True,
-                 fused: bool = True, kdim: int | None = None, vdim: int | None = None) -> None:
+    def __init__(
+        self,
+        d_model: int,
+        num_heads: int,
+        dropout: float = 0.0,
+        bias: bool = True,
+        fused: bool = True,
+        kdim: int | None = None,
+        vdim: int | None = None,
+    ) -> None:
         super().__init__()
         check_positive_int("d_model", d_model)
         check_positive_int("num_heads", num_heads)
@@ -70,25 +78,37 @@ class MultiHeadAttention(nn.Module):
             if layer.bias is not None:
                 nn.init.zeros_(layer.bias)
 
-    def _check_inputs(self, query: torch.Tensor, key: torch.Tensor, value: torch.Tensor,
-                      mask: torch.Tensor | None) -> None:
-        for name, tensor, width in (("query", query, self.d_model), ("key", key, self.kdim),
-                                    ("value", value, self.vdim)):
+    def _check_inputs(
+        self, query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, mask: torch.Tensor | None
+    ) -> None:
+        for name, tensor, width in (
+            ("query", query, self.d_model),
+            ("key", key, self.kdim),
+            ("value", value, self.vdim),
+        ):
             check_tensor(name, tensor, ndim=3, floating=True)
             if tensor.shape[-1] != width:
-                raise ValueError(f"{name} must have last dimension {width}, "
-                                 f"got shape {tuple(tensor.shape)}")
+                raise ValueError(
+                    f"{name} must have last dimension {width}, got shape {tuple(tensor.shape)}"
+                )
         if key.shape[0] != query.shape[0] or value.shape[0] != query.shape[0]:
-            raise ValueError(f"query, key and value must have the same batch size, got "
-                             f"{query.shape[0]}, {key.shape[0]} and {value.shape[0]}")
+            raise ValueError(
+                f"query, key and value must have the same batch size, got "
+                f"{query.shape[0]}, {key.shape[0]} and {value.shape[0]}"
+            )
         if value.shape[1] != key.shape[1]:
             raise ValueError(f"value's length ({value.shape[1]}) must equal key's ({key.shape[1]})")
         target = (query.shape[0], self.num_heads, query.shape[1], key.shape[1])
         check_mask("mask", mask, target)
 
-    def forward(self, query: torch.Tensor, key: torch.Tensor, value: torch.Tensor,
-                mask: torch.Tensor | None = None,
-                need_weights: bool = False) -> tuple[torch.Tensor, torch.Tensor | None]:
+    def forward(
+        self,
+        query: torch.Tensor,
+        key: torch.Tensor,
+        value: torch.Tensor,
+        mask: torch.Tensor | None = None,
+        need_weights: bool = False,
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
         """Attend from query ``(B, Lq, d_model)`` to key ``(B, Lk, kdim)``, value ``(B, Lk, vdim)``.
 
         Args:
@@ -114,8 +134,9 @@ class MultiHeadAttention(nn.Module):
         return self.out_proj(merge_heads(heads)), (weights if need_weights else None)
 
 
-def _fused_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
-                     mask: torch.Tensor | None, dropout_p: float) -> torch.Tensor:
+def _fused_attention(
+    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor | None, dropout_p: float
+) -> torch.Tensor:
     """``F.scaled_dot_product_attention`` with fully masked query rows set to zero.
 
     Some SDPA kernels return NaN for a row whose keys are all masked (softmax of
@@ -126,6 +147,5 @@ def _fused_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
     if mask is None:
         return F.scaled_dot_product_attention(q, k, v, dropout_p=dropout_p)
     has_key = mask.any(dim=-1, keepdim=True)  # (..., Lq, 1): does the query see any key?
-    heads = F.scaled_dot_product_attention(q, k, v, attn_mask=mask | ~has_key,
-                                           dropout_p=dropout_p)
+    heads = F.scaled_dot_product_attention(q, k, v, attn_mask=mask | ~has_key, dropout_p=dropout_p)
     return heads.masked_fill(~has_key, 0.0)

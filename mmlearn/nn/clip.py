@@ -41,24 +41,29 @@ class SmallConvEncoder(nn.Module):
 
     def __init__(self, in_channels: int = 1, width: int = 16, out_dim: int = 64):
         super().__init__()
-        for name, value in (("in_channels", in_channels), ("width", width),
-                            ("out_dim", out_dim)):
+        for name, value in (("in_channels", in_channels), ("width", width), ("out_dim", out_dim)):
             check_positive_int(name, value)
         self.in_channels = in_channels
         self.features = nn.Sequential(
-            nn.Conv2d(in_channels, width, kernel_size=3, padding=1), nn.ReLU(),
-            nn.Conv2d(width, 2 * width, kernel_size=3, padding=1), nn.ReLU(),
+            nn.Conv2d(in_channels, width, kernel_size=3, padding=1),
+            nn.ReLU(),
+            nn.Conv2d(width, 2 * width, kernel_size=3, padding=1),
+            nn.ReLU(),
             nn.MaxPool2d(2),
-            nn.Conv2d(2 * width, 2 * width, kernel_size=3, padding=1), nn.ReLU(),
-            nn.AdaptiveAvgPool2d(4), nn.Flatten(),
+            nn.Conv2d(2 * width, 2 * width, kernel_size=3, padding=1),
+            nn.ReLU(),
+            nn.AdaptiveAvgPool2d(4),
+            nn.Flatten(),
         )
         self.head = nn.Linear(2 * width * 4 * 4, out_dim)
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         check_tensor("images", images, ndim=4, floating=True)
         if images.shape[1] != self.in_channels or min(images.shape[2:]) < 8:
-            raise ValueError(f"images must be (B, {self.in_channels}, H, W) with H, W >= 8, "
-                             f"got shape {tuple(images.shape)}")
+            raise ValueError(
+                f"images must be (B, {self.in_channels}, H, W) with H, W >= 8, "
+                f"got shape {tuple(images.shape)}"
+            )
         return self.head(self.features(images))
 
 
@@ -79,18 +84,32 @@ class _DualEncoder(nn.Module):
     ``ClipLoss(learnable=False)``.
     """
 
-    def __init__(self, image_encoder: nn.Module, image_dim: int, text_dim: int,
-                 embed_dim: int, init_logit_scale: float, max_logit_scale: float):
+    def __init__(
+        self,
+        image_encoder: nn.Module,
+        image_dim: int,
+        text_dim: int,
+        embed_dim: int,
+        init_logit_scale: float,
+        max_logit_scale: float,
+    ):
         super().__init__()
-        for name, value in (("image_dim", image_dim), ("text_dim", text_dim),
-                            ("embed_dim", embed_dim)):
+        for name, value in (
+            ("image_dim", image_dim),
+            ("text_dim", text_dim),
+            ("embed_dim", embed_dim),
+        ):
             check_positive_int(name, value)
         if not math.isfinite(init_logit_scale) or not math.isfinite(max_logit_scale):
-            raise ValueError("init_logit_scale and max_logit_scale must be finite, got "
-                             f"{init_logit_scale!r} and {max_logit_scale!r}")
+            raise ValueError(
+                "init_logit_scale and max_logit_scale must be finite, got "
+                f"{init_logit_scale!r} and {max_logit_scale!r}"
+            )
         if init_logit_scale > max_logit_scale:
-            raise ValueError(f"init_logit_scale ({init_logit_scale!r}) must not exceed "
-                             f"max_logit_scale ({max_logit_scale!r})")
+            raise ValueError(
+                f"init_logit_scale ({init_logit_scale!r}) must not exceed "
+                f"max_logit_scale ({max_logit_scale!r})"
+            )
         self.image_encoder = image_encoder
         self.image_projection = nn.Linear(image_dim, embed_dim, bias=False)
         self.text_projection = nn.Linear(text_dim, embed_dim, bias=False)
@@ -132,27 +151,45 @@ class CLIPModel(_DualEncoder):
         max_logit_scale: the cap on ``s`` applied by :meth:`clamp_logit_scale_` (``ln 100``).
     """
 
-    def __init__(self, image_encoder: nn.Module, text_encoder: nn.Module, image_dim: int,
-                 text_dim: int, embed_dim: int, init_logit_scale: float = DEFAULT_LOGIT_SCALE,
-                 max_logit_scale: float = MAX_LOGIT_SCALE):
-        super().__init__(image_encoder, image_dim, text_dim, embed_dim, init_logit_scale,
-                         max_logit_scale)
+    def __init__(
+        self,
+        image_encoder: nn.Module,
+        text_encoder: nn.Module,
+        image_dim: int,
+        text_dim: int,
+        embed_dim: int,
+        init_logit_scale: float = DEFAULT_LOGIT_SCALE,
+        max_logit_scale: float = MAX_LOGIT_SCALE,
+    ):
+        super().__init__(
+            image_encoder, image_dim, text_dim, embed_dim, init_logit_scale, max_logit_scale
+        )
         self.text_encoder = text_encoder
 
     def encode_text(self, ids: torch.Tensor, valid: torch.Tensor | None = None) -> torch.Tensor:
         """``(B, embed_dim)`` L2-normalised text features of token ids ``(B, L)``."""
         return F.normalize(self.text_projection(_pooled(self.text_encoder(ids, valid))), dim=-1)
 
-    def forward(self, images: torch.Tensor, ids: torch.Tensor,
-                valid: torch.Tensor | None = None,
-                ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    def forward(
+        self,
+        images: torch.Tensor,
+        ids: torch.Tensor,
+        valid: torch.Tensor | None = None,
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """``(image_features, text_features, logit_scale.exp())``."""
         return self.encode_image(images), self.encode_text(ids, valid), self.scale()
 
 
-def make_small_clip(vocab_size: int, max_length: int, in_channels: int = 1,
-                    embed_dim: int = 32, width: int = 16, d_model: int = 64,
-                    num_heads: int = 4, num_layers: int = 2) -> CLIPModel:
+def make_small_clip(
+    vocab_size: int,
+    max_length: int,
+    in_channels: int = 1,
+    embed_dim: int = 32,
+    width: int = 16,
+    d_model: int = 64,
+    num_heads: int = 4,
+    num_layers: int = 2,
+) -> CLIPModel:
     """A CLIP that trains in seconds on a CPU: :class:`SmallConvEncoder` + :class:`TextTransformer`.
 
     Args:
@@ -162,8 +199,9 @@ def make_small_clip(vocab_size: int, max_length: int, in_channels: int = 1,
         d_model, num_heads, num_layers: the text transformer (``d_ff = 4 * d_model``).
     """
     image_encoder = SmallConvEncoder(in_channels, width=width, out_dim=d_model)
-    text_encoder = TextTransformer(vocab_size, d_model, num_heads, num_layers, 4 * d_model,
-                                   max_length)
+    text_encoder = TextTransformer(
+        vocab_size, d_model, num_heads, num_layers, 4 * d_model, max_length
+    )
     return CLIPModel(image_encoder, text_encoder, d_model, d_model, embed_dim)
 
 
@@ -187,16 +225,28 @@ class LiTModel(_DualEncoder):
             (loaded here when omitted).
     """
 
-    def __init__(self, image_encoder: nn.Module, image_dim: int, embed_dim: int,
-                 text_model: nn.Module | None = None, tokenizer=None,
-                 init_logit_scale: float = DEFAULT_LOGIT_SCALE,
-                 max_logit_scale: float = MAX_LOGIT_SCALE):
+    def __init__(
+        self,
+        image_encoder: nn.Module,
+        image_dim: int,
+        embed_dim: int,
+        text_model: nn.Module | None = None,
+        tokenizer=None,
+        init_logit_scale: float = DEFAULT_LOGIT_SCALE,
+        max_logit_scale: float = MAX_LOGIT_SCALE,
+    ):
         if (text_model is None) != (tokenizer is None):
             raise ValueError("text_model and tokenizer must be given together (or neither)")
         if text_model is None:
             text_model, tokenizer = load_minilm()
-        super().__init__(image_encoder, image_dim, text_model.config.hidden_size, embed_dim,
-                         init_logit_scale, max_logit_scale)
+        super().__init__(
+            image_encoder,
+            image_dim,
+            text_model.config.hidden_size,
+            embed_dim,
+            init_logit_scale,
+            max_logit_scale,
+        )
         self.text_model = text_model.eval().requires_grad_(False)
         self.tokenizer = tokenizer
         self._text_cache: dict[str, torch.Tensor] = {}
@@ -216,8 +266,7 @@ class LiTModel(_DualEncoder):
             raise ValueError("texts must not be empty")
         missing = sorted(set(texts) - self._text_cache.keys())
         if missing:
-            embeddings = encode_sentences(self.text_model, self.tokenizer, missing,
-                                          normalize=False)
+            embeddings = encode_sentences(self.text_model, self.tokenizer, missing, normalize=False)
             self._text_cache.update(zip(missing, embeddings.cpu(), strict=True))
         device = self.text_projection.weight.device
         return torch.stack([self._text_cache[t] for t in texts]).to(device)
@@ -226,7 +275,10 @@ class LiTModel(_DualEncoder):
         """``(len(texts), embed_dim)`` L2-normalised text features (frozen MiniLM + projection)."""
         return F.normalize(self.text_projection(self.frozen_text_embeddings(texts)), dim=-1)
 
-    def forward(self, images: torch.Tensor, texts: Sequence[str],
-                ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    def forward(
+        self,
+        images: torch.Tensor,
+        texts: Sequence[str],
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """``(image_features, text_features, logit_scale.exp())``."""
         return self.encode_image(images), self.encode_text(texts), self.scale()

@@ -73,8 +73,9 @@ class KVCache:
             raise TypeError(f"indices must be a long tensor, got {indices.dtype}")
         self.keys = [k.index_select(0, indices) for k in self.keys]
         self.values = [v.index_select(0, indices) for v in self.values]
-        self.cross = [(k.index_select(0, indices), v.index_select(0, indices))
-                      for k, v in self.cross]
+        self.cross = [
+            (k.index_select(0, indices), v.index_select(0, indices)) for k, v in self.cross
+        ]
         if self.valid is not None:
             self.valid = self.valid.index_select(0, indices)
         if self.memory_valid is not None:
@@ -110,23 +111,40 @@ class DecoderLayer(nn.Module):
         memory_dim: width of the memory (image) tokens, default ``d_model``.
     """
 
-    def __init__(self, d_model: int, num_heads: int, d_ff: int, dropout: float = 0.0,
-                 cross_attention: bool = False, memory_dim: int | None = None) -> None:
+    def __init__(
+        self,
+        d_model: int,
+        num_heads: int,
+        d_ff: int,
+        dropout: float = 0.0,
+        cross_attention: bool = False,
+        memory_dim: int | None = None,
+    ) -> None:
         super().__init__()
         self.num_heads = num_heads
         self.norm1 = nn.LayerNorm(d_model, eps=1e-5)
         self.self_attn = MultiHeadAttention(d_model, num_heads, dropout=dropout)
         self.norm2 = nn.LayerNorm(d_model, eps=1e-5) if cross_attention else None
-        self.cross_attn = (MultiHeadAttention(d_model, num_heads, dropout=dropout,
-                                              kdim=memory_dim, vdim=memory_dim)
-                           if cross_attention else None)
+        self.cross_attn = (
+            MultiHeadAttention(
+                d_model, num_heads, dropout=dropout, kdim=memory_dim, vdim=memory_dim
+            )
+            if cross_attention
+            else None
+        )
         self.norm3 = nn.LayerNorm(d_model, eps=1e-5)
         self.ffn = FeedForward(d_model, d_ff, dropout=dropout)
         self.dropout = nn.Dropout(dropout)
 
-    def _attend(self, attn: MultiHeadAttention, q: torch.Tensor, k: torch.Tensor,
-                v: torch.Tensor, mask: torch.Tensor | None, need_weights: bool,
-                ) -> tuple[torch.Tensor, torch.Tensor | None]:
+    def _attend(
+        self,
+        attn: MultiHeadAttention,
+        q: torch.Tensor,
+        k: torch.Tensor,
+        v: torch.Tensor,
+        mask: torch.Tensor | None,
+        need_weights: bool,
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
         """Attention on heads already split; returns the projected output and weights."""
         dropout_p = attn.dropout if self.training else 0.0
         if need_weights:
@@ -139,9 +157,12 @@ class DecoderLayer(nn.Module):
             heads, weights = _fused_attention(q, k, v, mask, dropout_p), None
         return attn.out_proj(merge_heads(heads)), weights
 
-    def self_attention(self, x: torch.Tensor, mask: torch.Tensor,
-                       past: tuple[torch.Tensor, torch.Tensor] | None,
-                       ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    def self_attention(
+        self,
+        x: torch.Tensor,
+        mask: torch.Tensor,
+        past: tuple[torch.Tensor, torch.Tensor] | None,
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Causal self-attention of ``x`` over the cached and the new positions.
 
         Returns ``(output, keys, values)``, the keys and values covering all positions.
@@ -159,14 +180,20 @@ class DecoderLayer(nn.Module):
         """Project the memory once into cross-attention keys and values ``(B, h, P, d_head)``."""
         if self.cross_attn is None:
             raise ValueError("memory was given but the layer has no cross-attention")
-        return (_heads(self.cross_attn.k_proj, memory, self.num_heads),
-                _heads(self.cross_attn.v_proj, memory, self.num_heads))
+        return (
+            _heads(self.cross_attn.k_proj, memory, self.num_heads),
+            _heads(self.cross_attn.v_proj, memory, self.num_heads),
+        )
 
-    def forward(self, x: torch.Tensor, mask: torch.Tensor,
-                past: tuple[torch.Tensor, torch.Tensor] | None = None,
-                memory_kv: tuple[torch.Tensor, torch.Tensor] | None = None,
-                memory_mask: torch.Tensor | None = None, need_weights: bool = False,
-                ) -> tuple[torch.Tensor, tuple[torch.Tensor, torch.Tensor], torch.Tensor | None]:
+    def forward(
+        self,
+        x: torch.Tensor,
+        mask: torch.Tensor,
+        past: tuple[torch.Tensor, torch.Tensor] | None = None,
+        memory_kv: tuple[torch.Tensor, torch.Tensor] | None = None,
+        memory_mask: torch.Tensor | None = None,
+        need_weights: bool = False,
+    ) -> tuple[torch.Tensor, tuple[torch.Tensor, torch.Tensor], torch.Tensor | None]:
         """Update the new tokens ``x (B, L, d_model)``.
 
         Args:
@@ -185,8 +212,9 @@ class DecoderLayer(nn.Module):
             if memory_kv is None:
                 raise ValueError("this layer has cross-attention: memory is required")
             q = _heads(self.cross_attn.q_proj, self.norm2(x), self.num_heads)
-            attended, weights = self._attend(self.cross_attn, q, *memory_kv, memory_mask,
-                                             need_weights)
+            attended, weights = self._attend(
+                self.cross_attn, q, *memory_kv, memory_mask, need_weights
+            )
             x = x + self.dropout(attended)
         x = x + self.dropout(self.ffn(self.norm3(x)))
         return x, (k, v), weights
@@ -208,14 +236,28 @@ class TransformerDecoder(nn.Module):
         pad_id: the padding id (its embedding is kept at zero), or None.
     """
 
-    def __init__(self, vocab_size: int, d_model: int = 32, num_heads: int = 4,
-                 num_layers: int = 2, d_ff: int = 64, max_length: int = 64,
-                 dropout: float = 0.0, *, cross_attention: bool = False,
-                 memory_dim: int | None = None, tie_embeddings: bool = False,
-                 pad_id: int | None = None) -> None:
+    def __init__(
+        self,
+        vocab_size: int,
+        d_model: int = 32,
+        num_heads: int = 4,
+        num_layers: int = 2,
+        d_ff: int = 64,
+        max_length: int = 64,
+        dropout: float = 0.0,
+        *,
+        cross_attention: bool = False,
+        memory_dim: int | None = None,
+        tie_embeddings: bool = False,
+        pad_id: int | None = None,
+    ) -> None:
         super().__init__()
-        for name, value in (("vocab_size", vocab_size), ("d_model", d_model),
-                            ("num_layers", num_layers), ("max_length", max_length)):
+        for name, value in (
+            ("vocab_size", vocab_size),
+            ("d_model", d_model),
+            ("num_layers", num_layers),
+            ("max_length", max_length),
+        ):
             check_positive_int(name, value)
         check_probability("dropout", dropout)
         if pad_id is not None and not 0 <= pad_id < vocab_size:
@@ -226,7 +268,8 @@ class TransformerDecoder(nn.Module):
         self.pos_embed = nn.Parameter(torch.zeros(1, max_length, d_model))
         self.layers = nn.ModuleList(
             DecoderLayer(d_model, num_heads, d_ff, dropout, cross_attention, memory_dim)
-            for _ in range(num_layers))
+            for _ in range(num_layers)
+        )
         self.final_norm = nn.LayerNorm(d_model, eps=1e-5)
         self.output = nn.Linear(d_model, vocab_size, bias=not tie_embeddings)
         nn.init.trunc_normal_(self.token_embed.weight, std=0.02)
@@ -247,29 +290,38 @@ class TransformerDecoder(nn.Module):
             raise TypeError(f"ids must be a long tensor of token ids, got {ids.dtype}")
         return self.token_embed(ids)
 
-    def _inputs(self, ids: torch.Tensor | None, inputs_embeds: torch.Tensor | None,
-                past_length: int) -> torch.Tensor:
+    def _inputs(
+        self, ids: torch.Tensor | None, inputs_embeds: torch.Tensor | None, past_length: int
+    ) -> torch.Tensor:
         if (ids is None) == (inputs_embeds is None):
             raise ValueError("give exactly one of ids and inputs_embeds")
         x = self.embed_tokens(ids) if ids is not None else inputs_embeds
         check_tensor("inputs_embeds", x, ndim=3, floating=True)
         if x.shape[-1] != self.d_model:
-            raise ValueError(f"inputs_embeds must have last dimension {self.d_model}, "
-                             f"got shape {tuple(x.shape)}")
+            raise ValueError(
+                f"inputs_embeds must have last dimension {self.d_model}, got shape {tuple(x.shape)}"
+            )
         end = past_length + x.shape[1]
         if end > self.max_length:
-            raise ValueError(f"sequence length {end} (cache {past_length} + new "
-                             f"{x.shape[1]}) exceeds max_length ({self.max_length})")
+            raise ValueError(
+                f"sequence length {end} (cache {past_length} + new "
+                f"{x.shape[1]}) exceeds max_length ({self.max_length})"
+            )
         return x + self.pos_embed[:, past_length:end]
 
     def _check_cache(self, cache: KVCache | None, batch: int) -> None:
         if cache is not None and cache.batch_size is not None and cache.batch_size != batch:
-            raise ValueError(f"cache holds batch size {cache.batch_size}, but the input "
-                             f"has batch size {batch}")
+            raise ValueError(
+                f"cache holds batch size {cache.batch_size}, but the input has batch size {batch}"
+            )
 
-    def _memory(self, memory: torch.Tensor | None, memory_valid: torch.Tensor | None,
-                cache: KVCache | None, batch: int,
-                ) -> tuple[list[tuple[torch.Tensor, torch.Tensor]] | None, torch.Tensor | None]:
+    def _memory(
+        self,
+        memory: torch.Tensor | None,
+        memory_valid: torch.Tensor | None,
+        cache: KVCache | None,
+        batch: int,
+    ) -> tuple[list[tuple[torch.Tensor, torch.Tensor]] | None, torch.Tensor | None]:
         """Projected memory per layer (from the cache when present) and its key mask."""
         if not self.cross_attention:
             if memory is not None:
@@ -286,19 +338,24 @@ class TransformerDecoder(nn.Module):
         return projected, None if valid is None else valid[:, None, None, :]
 
     @staticmethod
-    def _check_memory(memory: torch.Tensor | None, memory_valid: torch.Tensor | None,
-                      batch: int) -> None:
+    def _check_memory(
+        memory: torch.Tensor | None, memory_valid: torch.Tensor | None, batch: int
+    ) -> None:
         if memory is None:
             raise ValueError("memory is required: the decoder has cross-attention")
         check_tensor("memory", memory, ndim=3, floating=True)
         if memory.shape[0] != batch:
-            raise ValueError(f"batch sizes of memory ({memory.shape[0]}) and the "
-                             f"input ({batch}) must be equal")
-        if memory_valid is not None and (not isinstance(memory_valid, torch.Tensor)
-                                         or memory_valid.dtype != torch.bool
-                                         or memory_valid.shape != memory.shape[:2]):
-            raise ValueError(f"memory_valid must be a bool tensor of shape "
-                             f"{tuple(memory.shape[:2])}")
+            raise ValueError(
+                f"batch sizes of memory ({memory.shape[0]}) and the input ({batch}) must be equal"
+            )
+        if memory_valid is not None and (
+            not isinstance(memory_valid, torch.Tensor)
+            or memory_valid.dtype != torch.bool
+            or memory_valid.shape != memory.shape[:2]
+        ):
+            raise ValueError(
+                f"memory_valid must be a bool tensor of shape {tuple(memory.shape[:2])}"
+            )
 
     @staticmethod
     def _self_mask(valid: torch.Tensor, new: int) -> torch.Tensor:
@@ -307,10 +364,17 @@ class TransformerDecoder(nn.Module):
         causal = torch.ones(new, total, dtype=torch.bool, device=valid.device).tril(total - new)
         return causal[None, None] & valid[:, None, None, :]
 
-    def forward(self, ids: torch.Tensor | None = None, memory: torch.Tensor | None = None,
-                *, cache: KVCache | None = None, inputs_embeds: torch.Tensor | None = None,
-                valid: torch.Tensor | None = None, memory_valid: torch.Tensor | None = None,
-                need_weights: bool = False) -> DecoderOutput:
+    def forward(
+        self,
+        ids: torch.Tensor | None = None,
+        memory: torch.Tensor | None = None,
+        *,
+        cache: KVCache | None = None,
+        inputs_embeds: torch.Tensor | None = None,
+        valid: torch.Tensor | None = None,
+        memory_valid: torch.Tensor | None = None,
+        need_weights: bool = False,
+    ) -> DecoderOutput:
         """Logits for the new positions ``ids (B, L)`` (or ``inputs_embeds (B, L, d_model)``).
 
         Position ``t`` sees positions ``0..t`` (cached ones included) and the memory.
@@ -332,31 +396,43 @@ class TransformerDecoder(nn.Module):
         self._check_cache(cache, batch)
         valid = self._valid(ids, valid, x)
         memory_kv, memory_mask = self._memory(memory, memory_valid, cache, batch)
-        all_valid = valid if cache is None or cache.valid is None \
+        all_valid = (
+            valid
+            if cache is None or cache.valid is None
             else torch.cat([cache.valid, valid], dim=1)
+        )
         mask = self._self_mask(all_valid, new)
         cross = []
         for i, layer in enumerate(self.layers):
             layer_past = (cache.keys[i], cache.values[i]) if past else None
-            x, (k, v), weights = layer(x, mask, layer_past,
-                                       None if memory_kv is None else memory_kv[i],
-                                       memory_mask, need_weights)
+            x, (k, v), weights = layer(
+                x,
+                mask,
+                layer_past,
+                None if memory_kv is None else memory_kv[i],
+                memory_mask,
+                need_weights,
+            )
             cross.append(weights)
             if cache is not None:
                 _store(cache, i, k, v)
         if cache is not None:
             cache.valid, cache.batch_size = all_valid, batch
         hidden = self.final_norm(x)
-        return DecoderOutput(self.output(hidden), hidden,
-                             cross if need_weights and self.cross_attention else None)
+        return DecoderOutput(
+            self.output(hidden), hidden, cross if need_weights and self.cross_attention else None
+        )
 
-    def _valid(self, ids: torch.Tensor | None, valid: torch.Tensor | None,
-               x: torch.Tensor) -> torch.Tensor:
+    def _valid(
+        self, ids: torch.Tensor | None, valid: torch.Tensor | None, x: torch.Tensor
+    ) -> torch.Tensor:
         if valid is not None:
             check_tensor("valid", valid, ndim=2)
             if valid.dtype != torch.bool or valid.shape != x.shape[:2]:
-                raise ValueError(f"valid must be bool of shape {tuple(x.shape[:2])}, "
-                                 f"got {valid.dtype} {tuple(valid.shape)}")
+                raise ValueError(
+                    f"valid must be bool of shape {tuple(x.shape[:2])}, "
+                    f"got {valid.dtype} {tuple(valid.shape)}"
+                )
             return valid
         if ids is not None and self.pad_id is not None:
             return ids != self.pad_id

@@ -59,12 +59,20 @@ class CrossAttentionBlock(nn.Module):
         gated: add the two ``tanh(alpha)`` gates.
     """
 
-    def __init__(self, d_model: int, num_heads: int, d_ff: int, kdim: int | None = None,
-                 dropout: float = 0.0, gated: bool = False) -> None:
+    def __init__(
+        self,
+        d_model: int,
+        num_heads: int,
+        d_ff: int,
+        kdim: int | None = None,
+        dropout: float = 0.0,
+        gated: bool = False,
+    ) -> None:
         super().__init__()
         self.norm1 = nn.LayerNorm(d_model, eps=1e-5)
-        self.cross_attn = MultiHeadAttention(d_model, num_heads, dropout=dropout,
-                                             kdim=kdim, vdim=kdim)
+        self.cross_attn = MultiHeadAttention(
+            d_model, num_heads, dropout=dropout, kdim=kdim, vdim=kdim
+        )
         self.norm2 = nn.LayerNorm(d_model, eps=1e-5)
         self.ffn = FeedForward(d_model, d_ff, dropout=dropout)
         self.dropout = nn.Dropout(dropout)
@@ -75,9 +83,13 @@ class CrossAttentionBlock(nn.Module):
     def _gate(gate: nn.Parameter | None, update: torch.Tensor) -> torch.Tensor:
         return update if gate is None else torch.tanh(gate) * update
 
-    def forward(self, x: torch.Tensor, context: torch.Tensor,
-                context_valid: torch.Tensor | None = None,
-                need_weights: bool = False) -> tuple[torch.Tensor, torch.Tensor | None]:
+    def forward(
+        self,
+        x: torch.Tensor,
+        context: torch.Tensor,
+        context_valid: torch.Tensor | None = None,
+        need_weights: bool = False,
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
         """Update the text tokens ``x (B, L, d_model)`` from ``context (B, P, kdim)``.
 
         Args:
@@ -85,8 +97,9 @@ class CrossAttentionBlock(nn.Module):
             need_weights: also return the cross-attention weights ``(B, h, L, P)``.
         """
         mask = None if context_valid is None else padding_mask(context_valid)
-        attended, weights = self.cross_attn(self.norm1(x), context, context, mask=mask,
-                                            need_weights=need_weights)
+        attended, weights = self.cross_attn(
+            self.norm1(x), context, context, mask=mask, need_weights=need_weights
+        )
         x = x + self._gate(self.attn_gate, self.dropout(attended))
         x = x + self._gate(self.ffn_gate, self.dropout(self.ffn(self.norm2(x))))
         return x, weights
@@ -116,8 +129,9 @@ class FusionOutput:
 
 def _classifier_head(in_features: int, d_model: int, num_classes: int) -> nn.Sequential:
     """``Linear -> GELU -> Linear``: the non-linearity lets the head combine its inputs."""
-    return nn.Sequential(nn.Linear(in_features, d_model), nn.GELU(),
-                         nn.Linear(d_model, num_classes))
+    return nn.Sequential(
+        nn.Linear(in_features, d_model), nn.GELU(), nn.Linear(d_model, num_classes)
+    )
 
 
 def _check_batch(images: torch.Tensor, ids: torch.Tensor) -> None:
@@ -141,11 +155,25 @@ class MultimodalTransformer(nn.Module):
         pad_id: the padding token id.
     """
 
-    def __init__(self, vocab_size: int, num_classes: int, *, fusion: str = "cross",
-                 image_size: int = 32, patch_size: int = 8, in_channels: int = 3,
-                 d_model: int = 64, num_heads: int = 4, num_layers: int = 2, d_ff: int = 128,
-                 max_length: int = 16, d_vision: int | None = None, gated: bool = False,
-                 dropout: float = 0.0, pad_id: int = 0) -> None:
+    def __init__(
+        self,
+        vocab_size: int,
+        num_classes: int,
+        *,
+        fusion: str = "cross",
+        image_size: int = 32,
+        patch_size: int = 8,
+        in_channels: int = 3,
+        d_model: int = 64,
+        num_heads: int = 4,
+        num_layers: int = 2,
+        d_ff: int = 128,
+        max_length: int = 16,
+        d_vision: int | None = None,
+        gated: bool = False,
+        dropout: float = 0.0,
+        pad_id: int = 0,
+    ) -> None:
         super().__init__()
         if fusion not in FUSIONS:
             raise ValueError(f"fusion must be one of {FUSIONS}, got {fusion!r}")
@@ -153,25 +181,41 @@ class MultimodalTransformer(nn.Module):
         check_probability("dropout", dropout)
         d_vision = d_model if d_vision is None else check_positive_int("d_vision", d_vision)
         if fusion == "early" and d_vision != d_model:
-            raise ValueError(f"d_vision ({d_vision}) must equal d_model ({d_model}) for early "
-                             f"fusion: image and text tokens share one sequence")
+            raise ValueError(
+                f"d_vision ({d_vision}) must equal d_model ({d_model}) for early "
+                f"fusion: image and text tokens share one sequence"
+            )
         if gated and fusion != "cross":
             raise ValueError(f"gated=True needs fusion='cross', got fusion={fusion!r}")
         self.fusion = fusion
         self.pad_id = pad_id
         self.max_length = max_length
         if fusion == "early":
-            self._build_early(vocab_size, image_size, patch_size, in_channels, d_model,
-                              num_heads, num_layers, d_ff, max_length, dropout, pad_id)
+            self._build_early(
+                vocab_size,
+                image_size,
+                patch_size,
+                in_channels,
+                d_model,
+                num_heads,
+                num_layers,
+                d_ff,
+                max_length,
+                dropout,
+                pad_id,
+            )
         else:
-            self.vision = VisionTransformer(image_size, patch_size, in_channels, d_vision,
-                                            num_heads, num_layers, d_ff, dropout)
-            self.text = TextTransformer(vocab_size, d_model, num_heads, num_layers, d_ff,
-                                        max_length, dropout, pad_id)
+            self.vision = VisionTransformer(
+                image_size, patch_size, in_channels, d_vision, num_heads, num_layers, d_ff, dropout
+            )
+            self.text = TextTransformer(
+                vocab_size, d_model, num_heads, num_layers, d_ff, max_length, dropout, pad_id
+            )
         if fusion == "cross":
             self.cross_blocks = nn.ModuleList(
-                CrossAttentionBlock(d_model, num_heads, d_ff, kdim=d_vision, dropout=dropout,
-                                    gated=gated)
+                CrossAttentionBlock(
+                    d_model, num_heads, d_ff, kdim=d_vision, dropout=dropout, gated=gated
+                )
                 for _ in range(num_layers)
             )
         head_in = d_vision + d_model if fusion == "concat" else d_model
@@ -179,9 +223,20 @@ class MultimodalTransformer(nn.Module):
 
     # ------------------------------------------------------------------ early fusion
 
-    def _build_early(self, vocab_size: int, image_size: int, patch_size: int, in_channels: int,
-                     d_model: int, num_heads: int, num_layers: int, d_ff: int, max_length: int,
-                     dropout: float, pad_id: int) -> None:
+    def _build_early(
+        self,
+        vocab_size: int,
+        image_size: int,
+        patch_size: int,
+        in_channels: int,
+        d_model: int,
+        num_heads: int,
+        num_layers: int,
+        d_ff: int,
+        max_length: int,
+        dropout: float,
+        pad_id: int,
+    ) -> None:
         """One embedding per modality, one modality (token-type) embedding, one encoder."""
         self.patch_embed = PatchEmbedding(image_size, patch_size, in_channels, d_model)
         self.token_embed = nn.Embedding(vocab_size, d_model, padding_idx=pad_id)
@@ -189,15 +244,21 @@ class MultimodalTransformer(nn.Module):
         self.image_pos = nn.Parameter(torch.zeros(1, self.patch_embed.num_patches, d_model))
         self.type_embed = nn.Embedding(2, d_model)  # 0 = text token, 1 = image patch (ViLT)
         self.dropout = nn.Dropout(dropout)
-        self.encoder = TransformerEncoder(d_model, num_heads, d_ff, num_layers,
-                                          dropout=dropout, norm_first=True)
-        for table in (self.token_embed.weight, self.text_pos, self.image_pos,
-                      self.type_embed.weight):
+        self.encoder = TransformerEncoder(
+            d_model, num_heads, d_ff, num_layers, dropout=dropout, norm_first=True
+        )
+        for table in (
+            self.token_embed.weight,
+            self.text_pos,
+            self.image_pos,
+            self.type_embed.weight,
+        ):
             nn.init.trunc_normal_(table, std=0.02)
         nn.init.zeros_(self.token_embed.weight[pad_id])
 
-    def joint_sequence(self, images: torch.Tensor, ids: torch.Tensor,
-                       valid: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def joint_sequence(
+        self, images: torch.Tensor, ids: torch.Tensor, valid: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         """Early fusion's input: ``(x (B, L + P, d_model), joint_valid (B, L + P))``.
 
         Text first (``[CLS]`` at position 0), then the ``P`` image patches; each token
@@ -211,26 +272,30 @@ class MultimodalTransformer(nn.Module):
         x = self.dropout(torch.cat([text, patches], dim=1))
         return x, torch.cat([valid, patch_valid], dim=1)
 
-    def _early(self, images: torch.Tensor, ids: torch.Tensor, valid: torch.Tensor,
-               need_weights: bool) -> FusionOutput:
+    def _early(
+        self, images: torch.Tensor, ids: torch.Tensor, valid: torch.Tensor, need_weights: bool
+    ) -> FusionOutput:
         x, joint_valid = self.joint_sequence(images, ids, valid)
         x, attentions = self.encoder(x, mask=padding_mask(joint_valid), need_weights=need_weights)
-        text_tokens, image_tokens = x[:, : ids.shape[1]], x[:, ids.shape[1]:]
-        return FusionOutput(text_tokens, image_tokens, x[:, 0],
-                            {"joint": attentions} if need_weights else None)
+        text_tokens, image_tokens = x[:, : ids.shape[1]], x[:, ids.shape[1] :]
+        return FusionOutput(
+            text_tokens, image_tokens, x[:, 0], {"joint": attentions} if need_weights else None
+        )
 
     # ------------------------------------------------------------------ concat and cross
 
-    def _concat(self, images: torch.Tensor, ids: torch.Tensor, valid: torch.Tensor,
-                need_weights: bool) -> FusionOutput:
+    def _concat(
+        self, images: torch.Tensor, ids: torch.Tensor, valid: torch.Tensor, need_weights: bool
+    ) -> FusionOutput:
         image_tokens, image_cls, image_attn = self.vision(images, need_weights=need_weights)
         text_tokens, text_cls, text_attn = self.text(ids, valid, need_weights=need_weights)
         pooled = torch.cat([image_cls, text_cls], dim=-1)  # two (B, d) vectors -> (B, 2d)
         attentions = {"image": image_attn, "text": text_attn} if need_weights else None
         return FusionOutput(text_tokens, image_tokens, pooled, attentions)
 
-    def _cross(self, images: torch.Tensor, ids: torch.Tensor, valid: torch.Tensor,
-               need_weights: bool) -> FusionOutput:
+    def _cross(
+        self, images: torch.Tensor, ids: torch.Tensor, valid: torch.Tensor, need_weights: bool
+    ) -> FusionOutput:
         image_tokens, _, image_attn = self.vision(images, need_weights=need_weights)
         patches = image_tokens[:, 1:]  # the text attends to the P patches (not the image CLS)
         x = self.text.embed(ids)
@@ -242,14 +307,20 @@ class MultimodalTransformer(nn.Module):
             x, weights = cross_block(x, patches, need_weights=need_weights)  # ... then the image
             cross_attn.append(weights)
         x = self.text.encoder.final_norm(x)
-        attentions = ({"image": image_attn, "text": text_attn, "cross": cross_attn}
-                      if need_weights else None)
+        attentions = (
+            {"image": image_attn, "text": text_attn, "cross": cross_attn} if need_weights else None
+        )
         return FusionOutput(x, image_tokens, x[:, 0], attentions)
 
     # ------------------------------------------------------------------ public API
 
-    def features(self, images: torch.Tensor, ids: torch.Tensor,
-                 valid: torch.Tensor | None = None, need_weights: bool = False) -> FusionOutput:
+    def features(
+        self,
+        images: torch.Tensor,
+        ids: torch.Tensor,
+        valid: torch.Tensor | None = None,
+        need_weights: bool = False,
+    ) -> FusionOutput:
         """Run the encoders and the fusion, but not the head (see :class:`FusionOutput`)."""
         valid = check_text_inputs(ids, valid, self.max_length, self.pad_id)
         _check_batch(images, ids)
@@ -259,9 +330,13 @@ class MultimodalTransformer(nn.Module):
             return self._early(images, ids, valid, need_weights)
         return self._cross(images, ids, valid, need_weights)
 
-    def forward(self, images: torch.Tensor, ids: torch.Tensor, valid: torch.Tensor | None = None,
-                need_weights: bool = False,
-                ) -> tuple[torch.Tensor, dict[str, list[torch.Tensor]] | None]:
+    def forward(
+        self,
+        images: torch.Tensor,
+        ids: torch.Tensor,
+        valid: torch.Tensor | None = None,
+        need_weights: bool = False,
+    ) -> tuple[torch.Tensor, dict[str, list[torch.Tensor]] | None]:
         """Classify image-text pairs.
 
         Args:
@@ -285,10 +360,23 @@ class UnimodalBaseline(nn.Module):
     need both modalities.
     """
 
-    def __init__(self, vocab_size: int, num_classes: int, *, modality: str = "image",
-                 image_size: int = 32, patch_size: int = 8, in_channels: int = 3,
-                 d_model: int = 64, num_heads: int = 4, num_layers: int = 2, d_ff: int = 128,
-                 max_length: int = 16, dropout: float = 0.0, pad_id: int = 0) -> None:
+    def __init__(
+        self,
+        vocab_size: int,
+        num_classes: int,
+        *,
+        modality: str = "image",
+        image_size: int = 32,
+        patch_size: int = 8,
+        in_channels: int = 3,
+        d_model: int = 64,
+        num_heads: int = 4,
+        num_layers: int = 2,
+        d_ff: int = 128,
+        max_length: int = 16,
+        dropout: float = 0.0,
+        pad_id: int = 0,
+    ) -> None:
         super().__init__()
         if modality not in MODALITIES:
             raise ValueError(f"modality must be one of {MODALITIES}, got {modality!r}")
@@ -297,16 +385,22 @@ class UnimodalBaseline(nn.Module):
         self.pad_id = pad_id
         self.max_length = max_length
         if modality == "image":
-            self.encoder = VisionTransformer(image_size, patch_size, in_channels, d_model,
-                                             num_heads, num_layers, d_ff, dropout)
+            self.encoder = VisionTransformer(
+                image_size, patch_size, in_channels, d_model, num_heads, num_layers, d_ff, dropout
+            )
         else:
-            self.encoder = TextTransformer(vocab_size, d_model, num_heads, num_layers, d_ff,
-                                           max_length, dropout, pad_id)
+            self.encoder = TextTransformer(
+                vocab_size, d_model, num_heads, num_layers, d_ff, max_length, dropout, pad_id
+            )
         self.head = _classifier_head(d_model, d_model, num_classes)
 
-    def forward(self, images: torch.Tensor, ids: torch.Tensor, valid: torch.Tensor | None = None,
-                need_weights: bool = False,
-                ) -> tuple[torch.Tensor, dict[str, list[torch.Tensor]] | None]:
+    def forward(
+        self,
+        images: torch.Tensor,
+        ids: torch.Tensor,
+        valid: torch.Tensor | None = None,
+        need_weights: bool = False,
+    ) -> tuple[torch.Tensor, dict[str, list[torch.Tensor]] | None]:
         """Classify from one modality; returns ``(logits, {modality: attentions} or None)``."""
         valid = check_text_inputs(ids, valid, self.max_length, self.pad_id)
         _check_batch(images, ids)

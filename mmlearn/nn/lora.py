@@ -67,8 +67,9 @@ class LoRALinear(nn.Module):
         return self.base
 
 
-def add_lora(model: nn.Module, target_names: Sequence[str], r: int = 4,
-             alpha: float = 8.0) -> list[str]:
+def add_lora(
+    model: nn.Module, target_names: Sequence[str], r: int = 4, alpha: float = 8.0
+) -> list[str]:
     """Replace every ``nn.Linear`` whose attribute name is in ``target_names`` by a LoRALinear.
 
     For example ``add_lora(lm, ["q_proj", "v_proj"])`` adapts the query and value

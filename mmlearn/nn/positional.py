@@ -55,6 +55,7 @@ class PositionalEncoding(nn.Module):
         check_min_dim("x", x, 2)
         max_len, d_model = self.pe.shape
         if x.shape[-1] != d_model or x.shape[-2] > max_len:
-            raise ValueError(f"x must have shape (..., L <= {max_len}, {d_model}), "
-                             f"got {tuple(x.shape)}")
+            raise ValueError(
+                f"x must have shape (..., L <= {max_len}, {d_model}), got {tuple(x.shape)}"
+            )
         return self.dropout(x + self.pe[: x.shape[-2]].to(x.dtype))

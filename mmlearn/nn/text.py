@@ -12,8 +12,9 @@ from mmlearn.nn.transformer import TransformerEncoder
 __all__ = ["TextTransformer", "check_text_inputs"]
 
 
-def check_text_inputs(ids: torch.Tensor, valid: torch.Tensor | None, max_length: int,
-                      pad_id: int) -> torch.Tensor:
+def check_text_inputs(
+    ids: torch.Tensor, valid: torch.Tensor | None, max_length: int, pad_id: int
+) -> torch.Tensor:
     """Check ``ids (B, L)`` and ``valid (B, L)``; return ``valid`` (``ids != pad_id`` if None)."""
     check_tensor("ids", ids, ndim=2)
     if ids.dtype != torch.long:
@@ -26,8 +27,9 @@ def check_text_inputs(ids: torch.Tensor, valid: torch.Tensor | None, max_length:
     if valid.dtype != torch.bool:
         raise TypeError(f"valid must be a boolean tensor (True = real token), got {valid.dtype}")
     if valid.shape != ids.shape:
-        raise ValueError(f"valid must have the shape of ids {tuple(ids.shape)}, "
-                         f"got {tuple(valid.shape)}")
+        raise ValueError(
+            f"valid must have the shape of ids {tuple(ids.shape)}, got {tuple(valid.shape)}"
+        )
     return valid
 
 
@@ -46,8 +48,17 @@ class TextTransformer(nn.Module):
         pad_id: the padding id (its embedding is kept at zero).
     """
 
-    def __init__(self, vocab_size: int, d_model: int, num_heads: int, num_layers: int,
-                 d_ff: int, max_length: int, dropout: float = 0.0, pad_id: int = 0) -> None:
+    def __init__(
+        self,
+        vocab_size: int,
+        d_model: int,
+        num_heads: int,
+        num_layers: int,
+        d_ff: int,
+        max_length: int,
+        dropout: float = 0.0,
+        pad_id: int = 0,
+    ) -> None:
         super().__init__()
         check_positive_int("vocab_size", vocab_size)
         check_positive_int("max_length", max_length)
@@ -59,8 +70,9 @@ class TextTransformer(nn.Module):
         self.token_embed = nn.Embedding(vocab_size, d_model, padding_idx=pad_id)
         self.pos_embed = nn.Parameter(torch.zeros(1, max_length, d_model))
         self.dropout = nn.Dropout(dropout)
-        self.encoder = TransformerEncoder(d_model, num_heads, d_ff, num_layers,
-                                          dropout=dropout, norm_first=True)
+        self.encoder = TransformerEncoder(
+            d_model, num_heads, d_ff, num_layers, dropout=dropout, norm_first=True
+        )
         nn.init.trunc_normal_(self.token_embed.weight, std=0.02)
         nn.init.zeros_(self.token_embed.weight[pad_id])
         nn.init.trunc_normal_(self.pos_embed, std=0.02)
@@ -69,9 +81,12 @@ class TextTransformer(nn.Module):
         """The encoder's input ``(B, L, d_model)``: token plus position embeddings."""
         return self.dropout(self.token_embed(ids) + self.pos_embed[:, : ids.shape[1]])
 
-    def forward(self, ids: torch.Tensor, valid: torch.Tensor | None = None,
-                need_weights: bool = False,
-                ) -> tuple[torch.Tensor, torch.Tensor, list[torch.Tensor] | None]:
+    def forward(
+        self,
+        ids: torch.Tensor,
+        valid: torch.Tensor | None = None,
+        need_weights: bool = False,
+    ) -> tuple[torch.Tensor, torch.Tensor, list[torch.Tensor] | None]:
         """Encode ``ids (B, L)``; ``valid (B, L)`` marks real tokens (default ``ids != pad_id``).
 
         Returns:
@@ -80,6 +95,7 @@ class TextTransformer(nn.Module):
             weights ``(B, h, L, L)`` when ``need_weights``, else None.
         """
         valid = check_text_inputs(ids, valid, self.max_length, self.pad_id)
-        tokens, attentions = self.encoder(self.embed(ids), mask=padding_mask(valid),
-                                          need_weights=need_weights)
+        tokens, attentions = self.encoder(
+            self.embed(ids), mask=padding_mask(valid), need_weights=need_weights
+        )
         return tokens, tokens[:, 0], attentions

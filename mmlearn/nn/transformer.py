@@ -25,8 +25,15 @@ class TransformerEncoderLayer(nn.Module):
     except that masks use True = may attend and the attention maps can be returned.
     """
 
-    def __init__(self, d_model: int, num_heads: int, d_ff: int, dropout: float = 0.0,
-                 norm_first: bool = False, fused: bool = True) -> None:
+    def __init__(
+        self,
+        d_model: int,
+        num_heads: int,
+        d_ff: int,
+        dropout: float = 0.0,
+        norm_first: bool = False,
+        fused: bool = True,
+    ) -> None:
         super().__init__()
         self.norm_first = norm_first
         self.self_attn = MultiHeadAttention(d_model, num_heads, dropout=dropout, fused=fused)
@@ -36,13 +43,15 @@ class TransformerEncoderLayer(nn.Module):
         self.dropout1 = nn.Dropout(dropout)
         self.dropout2 = nn.Dropout(dropout)
 
-    def _attend(self, x: torch.Tensor, mask: torch.Tensor | None,
-                need_weights: bool) -> tuple[torch.Tensor, torch.Tensor | None]:
+    def _attend(
+        self, x: torch.Tensor, mask: torch.Tensor | None, need_weights: bool
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
         output, weights = self.self_attn(x, x, x, mask=mask, need_weights=need_weights)
         return self.dropout1(output), weights
 
-    def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None,
-                need_weights: bool = False) -> tuple[torch.Tensor, torch.Tensor | None]:
+    def forward(
+        self, x: torch.Tensor, mask: torch.Tensor | None = None, need_weights: bool = False
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
         """Transform ``x (B, L, d_model)``.
 
         Args:
@@ -73,9 +82,17 @@ class TransformerEncoder(nn.Module):
     used exactly when ``norm_first=True``.
     """
 
-    def __init__(self, d_model: int, num_heads: int, d_ff: int, num_layers: int,
-                 dropout: float = 0.0, norm_first: bool = False, fused: bool = True,
-                 final_norm: bool | None = None) -> None:
+    def __init__(
+        self,
+        d_model: int,
+        num_heads: int,
+        d_ff: int,
+        num_layers: int,
+        dropout: float = 0.0,
+        norm_first: bool = False,
+        fused: bool = True,
+        final_norm: bool | None = None,
+    ) -> None:
         super().__init__()
         check_positive_int("num_layers", num_layers)
         self.layers = nn.ModuleList(
@@ -85,8 +102,9 @@ class TransformerEncoder(nn.Module):
         use_final_norm = norm_first if final_norm is None else final_norm
         self.final_norm = nn.LayerNorm(d_model, eps=1e-5) if use_final_norm else nn.Identity()
 
-    def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None,
-                need_weights: bool = False) -> tuple[torch.Tensor, list[torch.Tensor] | None]:
+    def forward(
+        self, x: torch.Tensor, mask: torch.Tensor | None = None, need_weights: bool = False
+    ) -> tuple[torch.Tensor, list[torch.Tensor] | None]:
         """Run ``x (B, L, d_model)`` through every layer.
 
         Returns:

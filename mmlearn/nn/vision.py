@@ -28,8 +28,9 @@ class PatchEmbedding(nn.Module):
         check_positive_int("in_channels", in_channels)
         check_positive_int("d_model", d_model)
         if image_size % patch_size != 0:
-            raise ValueError(f"image_size ({image_size}) must be divisible by patch_size "
-                             f"({patch_size})")
+            raise ValueError(
+                f"image_size ({image_size}) must be divisible by patch_size ({patch_size})"
+            )
         self.image_size = image_size
         self.patch_size = patch_size
         self.in_channels = in_channels
@@ -42,8 +43,10 @@ class PatchEmbedding(nn.Module):
         check_tensor("images", images, ndim=4, floating=True)
         expected = (self.in_channels, self.image_size, self.image_size)
         if tuple(images.shape[1:]) != expected:
-            raise ValueError(f"images must have shape (B, {expected[0]}, {expected[1]}, "
-                             f"{expected[2]}), got {tuple(images.shape)}")
+            raise ValueError(
+                f"images must have shape (B, {expected[0]}, {expected[1]}, "
+                f"{expected[2]}), got {tuple(images.shape)}"
+            )
         patches = self.proj(images)  # (B, d_model, grid, grid)
         return patches.flatten(2).transpose(1, 2)  # (B, grid*grid, d_model)
 
@@ -62,16 +65,26 @@ class VisionTransformer(nn.Module):
         d_model, num_heads, num_layers, d_ff, dropout: the encoder.
     """
 
-    def __init__(self, image_size: int, patch_size: int, in_channels: int, d_model: int,
-                 num_heads: int, num_layers: int, d_ff: int, dropout: float = 0.0) -> None:
+    def __init__(
+        self,
+        image_size: int,
+        patch_size: int,
+        in_channels: int,
+        d_model: int,
+        num_heads: int,
+        num_layers: int,
+        d_ff: int,
+        dropout: float = 0.0,
+    ) -> None:
         super().__init__()
         check_probability("dropout", dropout)
         self.patch_embed = PatchEmbedding(image_size, patch_size, in_channels, d_model)
         self.cls_token = nn.Parameter(torch.zeros(1, 1, d_model))
         self.pos_embed = nn.Parameter(torch.zeros(1, 1 + self.patch_embed.num_patches, d_model))
         self.dropout = nn.Dropout(dropout)
-        self.encoder = TransformerEncoder(d_model, num_heads, d_ff, num_layers,
-                                          dropout=dropout, norm_first=True)
+        self.encoder = TransformerEncoder(
+            d_model, num_heads, d_ff, num_layers, dropout=dropout, norm_first=True
+        )
         nn.init.trunc_normal_(self.cls_token, std=0.02)
         nn.init.trunc_normal_(self.pos_embed, std=0.02)
 
@@ -86,8 +99,11 @@ class VisionTransformer(nn.Module):
         cls = self.cls_token.expand(patches.shape[0], -1, -1)
         return self.dropout(torch.cat([cls, patches], dim=1) + self.pos_embed)
 
-    def forward(self, images: torch.Tensor, need_weights: bool = False,
-                ) -> tuple[torch.Tensor, torch.Tensor, list[torch.Tensor] | None]:
+    def forward(
+        self,
+        images: torch.Tensor,
+        need_weights: bool = False,
+    ) -> tuple[torch.Tensor, torch.Tensor, list[torch.Tensor] | None]:
         """Encode images ``(B, C, H, W)``.
 
         Returns:

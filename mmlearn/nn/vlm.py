@@ -32,8 +32,15 @@ from mmlearn.nn.attention import MultiHeadAttention
 from mmlearn.nn.decoder import TransformerDecoder
 from mmlearn.nn.feedforward import FeedForward
 
-__all__ = ["PROJECTORS", "MLPProjector", "QFormerProjector", "VLMOutput",
-           "VisionLanguageModel", "chat_loss", "make_projector"]
+__all__ = [
+    "PROJECTORS",
+    "MLPProjector",
+    "QFormerProjector",
+    "VLMOutput",
+    "VisionLanguageModel",
+    "chat_loss",
+    "make_projector",
+]
 
 PROJECTORS = ("mlp", "qformer")
 IGNORE_INDEX = -100
@@ -45,11 +52,15 @@ class MLPProjector(nn.Module):
     def __init__(self, vision_dim: int, lm_dim: int, hidden_dim: int | None = None) -> None:
         super().__init__()
         hidden_dim = lm_dim if hidden_dim is None else hidden_dim
-        for name, value in (("vision_dim", vision_dim), ("lm_dim", lm_dim),
-                            ("hidden_dim", hidden_dim)):
+        for name, value in (
+            ("vision_dim", vision_dim),
+            ("lm_dim", lm_dim),
+            ("hidden_dim", hidden_dim),
+        ):
             check_positive_int(name, value)
-        self.net = nn.Sequential(nn.Linear(vision_dim, hidden_dim), nn.GELU(),
-                                 nn.Linear(hidden_dim, lm_dim))
+        self.net = nn.Sequential(
+            nn.Linear(vision_dim, hidden_dim), nn.GELU(), nn.Linear(hidden_dim, lm_dim)
+        )
 
     def forward(self, features: torch.Tensor) -> torch.Tensor:
         """``(B, P, vision_dim) -> (B, P, lm_dim)``."""
@@ -64,16 +75,17 @@ class _QFormerLayer(nn.Module):
         super().__init__()
         self.norm1, self.norm2, self.norm3 = (nn.LayerNorm(d_model) for _ in range(3))
         self.self_attn = MultiHeadAttention(d_model, num_heads)
-        self.cross_attn = MultiHeadAttention(d_model, num_heads, kdim=vision_dim,
-                                             vdim=vision_dim)
+        self.cross_attn = MultiHeadAttention(d_model, num_heads, kdim=vision_dim, vdim=vision_dim)
         self.ffn = FeedForward(d_model, 2 * d_model)
 
-    def forward(self, queries: torch.Tensor, features: torch.Tensor,
-                need_weights: bool) -> tuple[torch.Tensor, torch.Tensor | None]:
+    def forward(
+        self, queries: torch.Tensor, features: torch.Tensor, need_weights: bool
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
         h = self.norm1(queries)
         queries = queries + self.self_attn(h, h, h)[0]
-        attended, weights = self.cross_attn(self.norm2(queries), features, features,
-                                            need_weights=need_weights)
+        attended, weights = self.cross_attn(
+            self.norm2(queries), features, features, need_weights=need_weights
+        )
         queries = queries + attended
         return queries + self.ffn(self.norm3(queries)), weights
 
@@ -86,18 +98,30 @@ class QFormerProjector(nn.Module):
     Q-Former is a BERT with these queries; this is its smallest form.)
     """
 
-    def __init__(self, vision_dim: int, lm_dim: int, num_queries: int = 4,
-                 d_model: int | None = None, num_heads: int = 4, num_layers: int = 1) -> None:
+    def __init__(
+        self,
+        vision_dim: int,
+        lm_dim: int,
+        num_queries: int = 4,
+        d_model: int | None = None,
+        num_heads: int = 4,
+        num_layers: int = 1,
+    ) -> None:
         super().__init__()
         d_model = lm_dim if d_model is None else d_model
-        for name, value in (("vision_dim", vision_dim), ("lm_dim", lm_dim),
-                            ("num_queries", num_queries), ("d_model", d_model),
-                            ("num_layers", num_layers)):
+        for name, value in (
+            ("vision_dim", vision_dim),
+            ("lm_dim", lm_dim),
+            ("num_queries", num_queries),
+            ("d_model", d_model),
+            ("num_layers", num_layers),
+        ):
             check_positive_int(name, value)
         self.num_queries = num_queries
         self.queries = nn.Parameter(torch.randn(1, num_queries, d_model) * 0.02)
-        self.layers = nn.ModuleList(_QFormerLayer(d_model, vision_dim, num_heads)
-                                    for _ in range(num_layers))
+        self.layers = nn.ModuleList(
+            _QFormerLayer(d_model, vision_dim, num_heads) for _ in range(num_layers)
+        )
         self.norm = nn.LayerNorm(d_model)
         self.proj = nn.Linear(d_model, lm_dim)
         self.last_weights: torch.Tensor | None = None
@@ -134,10 +158,12 @@ def chat_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
     check_tensor("logits", logits, ndim=3, floating=True)
     check_tensor("labels", labels, ndim=2)
     if labels.shape != logits.shape[:2]:
-        raise ValueError(f"labels must have shape {tuple(logits.shape[:2])}, "
-                         f"got {tuple(labels.shape)}")
-    return F.cross_entropy(logits[:, :-1].flatten(0, 1), labels[:, 1:].flatten(),
-                           ignore_index=IGNORE_INDEX)
+        raise ValueError(
+            f"labels must have shape {tuple(logits.shape[:2])}, got {tuple(labels.shape)}"
+        )
+    return F.cross_entropy(
+        logits[:, :-1].flatten(0, 1), labels[:, 1:].flatten(), ignore_index=IGNORE_INDEX
+    )
 
 
 @dataclass
@@ -166,9 +192,15 @@ class VisionLanguageModel(nn.Module):
         image_token_id, eot_id, pad_id: the ids of ``<image>``, ``<eot>`` and ``<pad>``.
     """
 
-    def __init__(self, vision_encoder: nn.Module, projector: nn.Module,
-                 language_model: TransformerDecoder, image_token_id: int, eot_id: int,
-                 pad_id: int) -> None:
+    def __init__(
+        self,
+        vision_encoder: nn.Module,
+        projector: nn.Module,
+        language_model: TransformerDecoder,
+        image_token_id: int,
+        eot_id: int,
+        pad_id: int,
+    ) -> None:
         super().__init__()
         if not isinstance(language_model, TransformerDecoder) or language_model.cross_attention:
             raise TypeError("language_model must be a TransformerDecoder without cross-attention")
@@ -181,8 +213,9 @@ class VisionLanguageModel(nn.Module):
         output = self.vision_encoder(images)
         return output[0][:, 1:] if isinstance(output, tuple) else output
 
-    def _image_tokens(self, images: torch.Tensor | None,
-                      image_features: torch.Tensor | None) -> torch.Tensor | None:
+    def _image_tokens(
+        self, images: torch.Tensor | None, image_features: torch.Tensor | None
+    ) -> torch.Tensor | None:
         if images is not None and image_features is not None:
             raise ValueError("give images or image_features, not both")
         if images is not None:
@@ -195,22 +228,28 @@ class VisionLanguageModel(nn.Module):
         wanted = 1 if has_image else 0
         if (counts != wanted).any():
             row = int((counts != wanted).nonzero()[0])
-            raise ValueError(f"ids: row {row} has {int(counts[row])} <image> placeholders but "
-                             f"{wanted} image was given for it")
+            raise ValueError(
+                f"ids: row {row} has {int(counts[row])} <image> placeholders but "
+                f"{wanted} image was given for it"
+            )
         return (ids == self.image_token_id).long().argmax(dim=1) if has_image else None
 
-    def build_inputs(self, ids: torch.Tensor, image_tokens: torch.Tensor | None,
-                     labels: torch.Tensor | None = None,
-                     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None,
-                                torch.Tensor | None]:
+    def build_inputs(
+        self,
+        ids: torch.Tensor,
+        image_tokens: torch.Tensor | None,
+        labels: torch.Tensor | None = None,
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
         """Splice the image tokens into the prompt's embeddings at ``<image>``.
 
         Returns ``(inputs_embeds (B, L + T - 1, d), valid, labels or None, image_start)``.
         """
         check_tensor("ids", ids, ndim=2)
         if image_tokens is not None and image_tokens.shape[0] != ids.shape[0]:
-            raise ValueError(f"images: {image_tokens.shape[0]} images for {ids.shape[0]} "
-                             f"prompts in ids; give one image per prompt")
+            raise ValueError(
+                f"images: {image_tokens.shape[0]} images for {ids.shape[0]} "
+                f"prompts in ids; give one image per prompt"
+            )
         start = self._placeholders(ids, image_tokens is not None)
         embeds = self.language_model.embed_tokens(ids)
         valid = ids != self.pad_id
@@ -221,18 +260,24 @@ class VisionLanguageModel(nn.Module):
         is_image = (j >= start[:, None]) & (j < start[:, None] + count)
         source = torch.where(j < start[:, None], j, j - count + 1).clamp(0, ids.shape[1] - 1)
         picked = (j - start[:, None]).clamp(0, count - 1)
-        embeds = torch.where(is_image[..., None],
-                             image_tokens.gather(1, picked[..., None].expand(
-                                 -1, -1, image_tokens.shape[-1])),
-                             embeds.gather(1, source[..., None].expand(-1, -1, embeds.shape[-1])))
+        embeds = torch.where(
+            is_image[..., None],
+            image_tokens.gather(1, picked[..., None].expand(-1, -1, image_tokens.shape[-1])),
+            embeds.gather(1, source[..., None].expand(-1, -1, embeds.shape[-1])),
+        )
         valid = valid.gather(1, source) | is_image
         if labels is not None:
             labels = labels.gather(1, source).masked_fill(is_image, IGNORE_INDEX)
         return embeds, valid, labels, start
 
-    def forward(self, ids: torch.Tensor, images: torch.Tensor | None = None, *,
-                image_features: torch.Tensor | None = None,
-                labels: torch.Tensor | None = None) -> VLMOutput:
+    def forward(
+        self,
+        ids: torch.Tensor,
+        images: torch.Tensor | None = None,
+        *,
+        image_features: torch.Tensor | None = None,
+        labels: torch.Tensor | None = None,
+    ) -> VLMOutput:
         """Logits of the prompt with its image tokens spliced in (see :class:`VLMOutput`).
 
         ``image_features`` (the vision encoder's output, computed once for a frozen
@@ -246,16 +291,19 @@ class VisionLanguageModel(nn.Module):
         return VLMOutput(logits, labels, start, count)
 
     @torch.no_grad()
-    def attention_maps(self, ids: torch.Tensor, images: torch.Tensor | None = None, *,
-                       image_features: torch.Tensor | None = None,
-                       ) -> tuple[list[torch.Tensor], torch.Tensor | None]:
+    def attention_maps(
+        self,
+        ids: torch.Tensor,
+        images: torch.Tensor | None = None,
+        *,
+        image_features: torch.Tensor | None = None,
+    ) -> tuple[list[torch.Tensor], torch.Tensor | None]:
         """Every layer's causal self-attention ``(B, h, L', L')`` over the spliced sequence.
 
         Returns ``(maps, image_start)``: row ``t`` of a map is what position ``t`` (which
         predicts token ``t + 1``) attends to, image tokens included.
         """
-        embeds, valid, _, start = self.build_inputs(
-            ids, self._image_tokens(images, image_features))
+        embeds, valid, _, start = self.build_inputs(ids, self._image_tokens(images, image_features))
         lm = self.language_model
         x = lm._inputs(None, embeds, 0)
         mask = lm._self_mask(valid, x.shape[1])
@@ -269,10 +317,18 @@ class VisionLanguageModel(nn.Module):
         return maps, start
 
     @torch.no_grad()
-    def generate(self, images: torch.Tensor | None, prompts: Sequence[Sequence[int]],
-                 max_new_tokens: int, temperature: float = 0.0, top_k: int | None = None, *,
-                 image_features: torch.Tensor | None = None, use_cache: bool = True,
-                 generator: torch.Generator | None = None) -> list[list[int]]:
+    def generate(
+        self,
+        images: torch.Tensor | None,
+        prompts: Sequence[Sequence[int]],
+        max_new_tokens: int,
+        temperature: float = 0.0,
+        top_k: int | None = None,
+        *,
+        image_features: torch.Tensor | None = None,
+        use_cache: bool = True,
+        generator: torch.Generator | None = None,
+    ) -> list[list[int]]:
         """Answer each prompt (token ids ending with ``<assistant>``) about its image.
 
         Greedy when ``temperature == 0``, else sampling from ``softmax(logits / temperature)``
@@ -300,23 +356,35 @@ class VisionLanguageModel(nn.Module):
             if temperature == 0:
                 out = generation.greedy(stepper, ids, max_new_tokens, **options)
             else:
-                out = generation.sample(stepper, ids, max_new_tokens, temperature=temperature,
-                             top_k=top_k, generator=generator, **options)
+                out = generation.sample(
+                    stepper,
+                    ids,
+                    max_new_tokens,
+                    temperature=temperature,
+                    top_k=top_k,
+                    generator=generator,
+                    **options,
+                )
             for row, sequence in zip(rows, out.sequences[:, length:].tolist(), strict=True):
                 answers[row] = _until(sequence, self.eot_id)
         return answers
 
 
 def _until(sequence: list[int], eot_id: int) -> list[int]:
-    return sequence[:sequence.index(eot_id)] if eot_id in sequence else sequence
+    return sequence[: sequence.index(eot_id)] if eot_id in sequence else sequence
 
 
 class _VLMStepper:
     """The stepper of :mod:`mmlearn.generation` for a VLM: the first step feeds the prompt
     with its image tokens spliced in, later steps one token (through the KV cache)."""
 
-    def __init__(self, model: VisionLanguageModel, ids: torch.Tensor,
-                 image_tokens: torch.Tensor | None, use_cache: bool) -> None:
+    def __init__(
+        self,
+        model: VisionLanguageModel,
+        ids: torch.Tensor,
+        image_tokens: torch.Tensor | None,
+        use_cache: bool,
+    ) -> None:
         self.model, self.lm = model, model.language_model
         self.embeds, self.valid, _, _ = model.build_inputs(ids, image_tokens)
         self.cache = self.lm.new_cache() if use_cache else None

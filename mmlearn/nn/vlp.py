@@ -45,8 +45,9 @@ def append_eos(ids: torch.Tensor, valid: torch.Tensor, eos_id: int) -> torch.Ten
     check_tensor("valid", valid, ndim=2)
     lengths = valid.sum(dim=1)
     if bool((lengths >= ids.shape[1]).any()):
-        raise ValueError(f"ids has no room for [EOS]: encode with max_length > "
-                         f"{int(lengths.max())}")
+        raise ValueError(
+            f"ids has no room for [EOS]: encode with max_length > {int(lengths.max())}"
+        )
     out = ids.clone()
     out[torch.arange(len(ids), device=ids.device), lengths] = eos_id
     return out
@@ -69,18 +70,39 @@ class VisionLanguagePretrainer(nn.Module):
             the decoder has the same sizes.
     """
 
-    def __init__(self, vocab_size: int, *, eos_id: int, pad_id: int = 0, itc: bool = True,
-                 itm: bool = True, lm: bool = True, embed_dim: int = 32,
-                 image_size: int = 32, patch_size: int = 8, d_model: int = 32,
-                 num_heads: int = 4, num_layers: int = 2, d_ff: int = 64,
-                 max_length: int = 16, share_text_encoder: bool = False) -> None:
+    def __init__(
+        self,
+        vocab_size: int,
+        *,
+        eos_id: int,
+        pad_id: int = 0,
+        itc: bool = True,
+        itm: bool = True,
+        lm: bool = True,
+        embed_dim: int = 32,
+        image_size: int = 32,
+        patch_size: int = 8,
+        d_model: int = 32,
+        num_heads: int = 4,
+        num_layers: int = 2,
+        d_ff: int = 64,
+        max_length: int = 16,
+        share_text_encoder: bool = False,
+    ) -> None:
         super().__init__()
         check_positive_int("embed_dim", embed_dim)
         if not (itc or itm or lm):
             raise ValueError("at least one of itc, itm and lm must be True")
-        self.config = {"image_size": image_size, "patch_size": patch_size, "d_model": d_model,
-                       "num_heads": num_heads, "num_layers": num_layers, "d_ff": d_ff,
-                       "max_length": max_length, "pad_id": pad_id}
+        self.config = {
+            "image_size": image_size,
+            "patch_size": patch_size,
+            "d_model": d_model,
+            "num_heads": num_heads,
+            "num_layers": num_layers,
+            "d_ff": d_ff,
+            "max_length": max_length,
+            "pad_id": pad_id,
+        }
         self.vocab_size, self.eos_id, self.pad_id = vocab_size, eos_id, pad_id
         self.objectives = {"itc": itc, "itm": itm, "lm": lm}
         self.share_text_encoder = share_text_encoder
@@ -88,9 +110,20 @@ class VisionLanguagePretrainer(nn.Module):
         self.image_proj = nn.Linear(d_model, embed_dim)
         self.text_proj = nn.Linear(d_model, embed_dim)
         self.itc_loss = ITCLoss()
-        self.decoder = None if share_text_encoder else TransformerDecoder(
-            vocab_size, d_model, num_heads, num_layers, d_ff, max_length,
-            cross_attention=True, pad_id=pad_id)
+        self.decoder = (
+            None
+            if share_text_encoder
+            else TransformerDecoder(
+                vocab_size,
+                d_model,
+                num_heads,
+                num_layers,
+                d_ff,
+                max_length,
+                cross_attention=True,
+                pad_id=pad_id,
+            )
+        )
 
     # ------------------------------------------------------------------ the three paths
 
@@ -104,17 +137,20 @@ class VisionLanguagePretrainer(nn.Module):
         _, cls, _ = self.encoder.text(ids, valid)
         return self.text_proj(cls)
 
-    def _fused_tokens(self, image_tokens: torch.Tensor, ids: torch.Tensor,
-                      mask: torch.Tensor) -> torch.Tensor:
+    def _fused_tokens(
+        self, image_tokens: torch.Tensor, ids: torch.Tensor, mask: torch.Tensor
+    ) -> torch.Tensor:
         x = self.encoder.text.embed(ids)
-        for layer, block in zip(self.encoder.text.encoder.layers, self.encoder.cross_blocks,
-                                strict=True):
+        for layer, block in zip(
+            self.encoder.text.encoder.layers, self.encoder.cross_blocks, strict=True
+        ):
             x, _ = layer(x, mask=mask)
             x, _ = block(x, image_tokens[:, 1:])
         return self.encoder.text.encoder.final_norm(x)
 
-    def fuse(self, image_tokens: torch.Tensor, ids: torch.Tensor,
-             valid: torch.Tensor) -> torch.Tensor:
+    def fuse(
+        self, image_tokens: torch.Tensor, ids: torch.Tensor, valid: torch.Tensor
+    ) -> torch.Tensor:
         """The fused ``[CLS]`` ``(B, d_model)``: text layers interleaved with cross-attention."""
         return self._fused_tokens(image_tokens, ids, padding_mask(valid))[:, 0]
 
@@ -127,14 +163,16 @@ class VisionLanguagePretrainer(nn.Module):
         hidden = self._fused_tokens(image_tokens, ids, mask)
         return hidden @ self.encoder.text.token_embed.weight.T  # tied output layer
 
-    def itm_logits(self, image_tokens: torch.Tensor, ids: torch.Tensor,
-                   valid: torch.Tensor) -> torch.Tensor:
+    def itm_logits(
+        self, image_tokens: torch.Tensor, ids: torch.Tensor, valid: torch.Tensor
+    ) -> torch.Tensor:
         """``(B, 2)`` matched / not-matched logits of (image, text) pairs."""
         return self.encoder.head(self.fuse(image_tokens, ids, valid))
 
     @torch.no_grad()
-    def similarity(self, images: torch.Tensor, ids: torch.Tensor,
-                   valid: torch.Tensor) -> torch.Tensor:
+    def similarity(
+        self, images: torch.Tensor, ids: torch.Tensor, valid: torch.Tensor
+    ) -> torch.Tensor:
         """Cosine similarity ``(N_img, N_txt)`` of the ITC embeddings (for retrieval)."""
         _, image = self.encode_image(images)
         text = self.encode_text(ids, valid)
@@ -142,9 +180,15 @@ class VisionLanguagePretrainer(nn.Module):
 
     # ------------------------------------------------------------------ training
 
-    def forward(self, images: torch.Tensor, ids: torch.Tensor, valid: torch.Tensor, *,
-                exclude: torch.Tensor | None = None,
-                generator: torch.Generator | None = None) -> dict[str, torch.Tensor]:
+    def forward(
+        self,
+        images: torch.Tensor,
+        ids: torch.Tensor,
+        valid: torch.Tensor,
+        *,
+        exclude: torch.Tensor | None = None,
+        generator: torch.Generator | None = None,
+    ) -> dict[str, torch.Tensor]:
         """The losses of the enabled objectives and their sum ``"loss"``.
 
         Args:
@@ -159,8 +203,9 @@ class VisionLanguagePretrainer(nn.Module):
         if self.objectives["itc"]:
             losses["itc"] = self.itc_loss(image_embeds, text_embeds)
         if self.objectives["itm"]:
-            losses["itm"] = self._itm(tokens, image_embeds, text_embeds, ids, valid,
-                                      exclude, generator)
+            losses["itm"] = self._itm(
+                tokens, image_embeds, text_embeds, ids, valid, exclude, generator
+            )
         if self.objectives["lm"]:
             targets = append_eos(ids, valid, self.eos_id)
             logits = self.lm_logits(tokens, targets)
@@ -168,15 +213,25 @@ class VisionLanguagePretrainer(nn.Module):
         losses["loss"] = sum(losses.values())
         return losses
 
-    def _itm(self, tokens: torch.Tensor, image_embeds: torch.Tensor, text_embeds: torch.Tensor,
-             ids: torch.Tensor, valid: torch.Tensor, exclude: torch.Tensor | None,
-             generator: torch.Generator | None) -> torch.Tensor:
+    def _itm(
+        self,
+        tokens: torch.Tensor,
+        image_embeds: torch.Tensor,
+        text_embeds: torch.Tensor,
+        ids: torch.Tensor,
+        valid: torch.Tensor,
+        exclude: torch.Tensor | None,
+        generator: torch.Generator | None,
+    ) -> torch.Tensor:
         """ITM on the B true pairs, B (image, hard text) and B (hard image, text) pairs."""
         with torch.no_grad():
-            logits = self.itc_loss.scale() * (nn.functional.normalize(image_embeds, dim=-1)
-                                              @ nn.functional.normalize(text_embeds, dim=-1).T)
-        negative_text, negative_image = itm_hard_negatives(logits, exclude=exclude,
-                                                           generator=generator)
+            logits = self.itc_loss.scale() * (
+                nn.functional.normalize(image_embeds, dim=-1)
+                @ nn.functional.normalize(text_embeds, dim=-1).T
+            )
+        negative_text, negative_image = itm_hard_negatives(
+            logits, exclude=exclude, generator=generator
+        )
         all_tokens = torch.cat([tokens, tokens, tokens[negative_image]])
         all_ids = torch.cat([ids, ids[negative_text], ids])
         all_valid = torch.cat([valid, valid[negative_text], valid])
@@ -188,13 +243,13 @@ class VisionLanguagePretrainer(nn.Module):
 
     def to_classifier(self, num_classes: int) -> MultimodalTransformer:
         """The pretrained fusion model (ViT, text encoder, cross blocks) with a new head."""
-        model = MultimodalTransformer(self.vocab_size, num_classes, fusion="cross",
-                                      **self.config)
+        model = MultimodalTransformer(self.vocab_size, num_classes, fusion="cross", **self.config)
         state = {k: v for k, v in self.encoder.state_dict().items() if not k.startswith("head.")}
         missing, unexpected = model.load_state_dict(state, strict=False)
         if unexpected or any(not k.startswith("head.") for k in missing):
-            raise RuntimeError(f"weights do not transfer: missing {missing}, "
-                               f"unexpected {unexpected}")
+            raise RuntimeError(
+                f"weights do not transfer: missing {missing}, unexpected {unexpected}"
+            )
         return model.to(next(self.parameters()).device)
 
     @torch.no_grad()
@@ -208,6 +263,5 @@ class VisionLanguagePretrainer(nn.Module):
 
         tokens, _ = self.encode_image(images)
         if self.share_text_encoder:  # the encoder has no cache: recompute every step
-            return RecomputeStepper(lambda ids, memory: self.lm_logits(memory, ids),
-                                    memory=tokens)
+            return RecomputeStepper(lambda ids, memory: self.lm_logits(memory, ids), memory=tokens)
         return DecoderStepper(self.decoder, tokens, use_cache=use_cache)

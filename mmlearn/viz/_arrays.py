@@ -20,5 +20,6 @@ def to_numpy(name: str, array: torch.Tensor | np.ndarray) -> np.ndarray:
 def check_labels(name: str, labels: Sequence[str] | None, length: int) -> None:
     """Raise ValueError unless ``labels`` is None or has ``length`` entries."""
     if labels is not None and len(labels) != length:
-        raise ValueError(f"{name} must have {length} entries (one per row/column), "
-                         f"got {len(labels)}")
+        raise ValueError(
+            f"{name} must have {length} entries (one per row/column), got {len(labels)}"
+        )

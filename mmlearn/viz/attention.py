@@ -20,19 +20,25 @@ from mmlearn.viz._arrays import check_labels, to_numpy
 __all__ = ["plot_attention", "plot_attention_grid"]
 
 
-def _label_axes(ax: Axes, row_labels: Sequence[str] | None,
-                col_labels: Sequence[str] | None) -> None:
+def _label_axes(
+    ax: Axes, row_labels: Sequence[str] | None, col_labels: Sequence[str] | None
+) -> None:
     """Put token labels on the axes: keys along the bottom (rotated), queries on the left."""
     if col_labels is not None:
-        ax.set_xticks(range(len(col_labels)), [str(t) for t in col_labels], rotation=90,
-                      fontsize="small")
+        ax.set_xticks(
+            range(len(col_labels)), [str(t) for t in col_labels], rotation=90, fontsize="small"
+        )
     if row_labels is not None:
         ax.set_yticks(range(len(row_labels)), [str(t) for t in row_labels], fontsize="small")
 
 
-def plot_attention(weights: torch.Tensor | np.ndarray, row_labels: Sequence[str] | None = None,
-                   col_labels: Sequence[str] | None = None, ax: Axes | None = None,
-                   title: str | None = None) -> Axes:
+def plot_attention(
+    weights: torch.Tensor | np.ndarray,
+    row_labels: Sequence[str] | None = None,
+    col_labels: Sequence[str] | None = None,
+    ax: Axes | None = None,
+    title: str | None = None,
+) -> Axes:
     """Draw one attention map ``(Lq, Lk)`` as a heatmap with a colour bar.
 
     Args:
@@ -71,12 +77,16 @@ def _stack_layers(attentions) -> np.ndarray:
         per_layer = [a[0] if a.ndim == 4 and a.shape[0] == 1 else a for a in per_layer]
         if any(a.shape != per_layer[0].shape or a.ndim != 3 for a in per_layer):
             shapes = [a.shape for a in per_layer]
-            raise ValueError("attentions must hold one (h, L, L) or (1, h, L, L) map per layer, "
-                             f"all the same shape; got {shapes}")
+            raise ValueError(
+                "attentions must hold one (h, L, L) or (1, h, L, L) map per layer, "
+                f"all the same shape; got {shapes}"
+            )
         stacked = np.stack(per_layer)
     else:
-        raise TypeError("attentions must be a non-empty list of per-layer tensors or a "
-                        f"(layers, h, L, L) tensor, got {type(attentions).__name__}")
+        raise TypeError(
+            "attentions must be a non-empty list of per-layer tensors or a "
+            f"(layers, h, L, L) tensor, got {type(attentions).__name__}"
+        )
     if stacked.ndim != 4:
         raise ValueError(f"attentions must be (layers, h, L, L), got shape {stacked.shape}")
     return stacked
@@ -90,9 +100,12 @@ def _pick(name: str, chosen: Sequence[int] | None, available: int) -> list[int]:
     return indices
 
 
-def plot_attention_grid(attentions, tokens: Sequence[str] | None = None,
-                        layers: Sequence[int] | None = None,
-                        heads: Sequence[int] | None = None) -> Figure:
+def plot_attention_grid(
+    attentions,
+    tokens: Sequence[str] | None = None,
+    layers: Sequence[int] | None = None,
+    heads: Sequence[int] | None = None,
+) -> Figure:
     """Draw a grid of attention maps: one row per layer, one column per head.
 
     Args:
@@ -112,19 +125,30 @@ def plot_attention_grid(attentions, tokens: Sequence[str] | None = None,
     check_labels("tokens", tokens, stacked.shape[-1])
     size = 1.6 if tokens is None else min(3.5, 1.6 + 0.08 * len(tokens))
     margin = 0.0 if tokens is None else 0.08 * max(len(str(t)) for t in tokens)  # label room
-    fig, axes = plt.subplots(len(layer_ids), len(head_ids), squeeze=False, layout="constrained",
-                             figsize=(size * len(head_ids) + 1.2 + margin,
-                                      size * len(layer_ids) + margin))
+    fig, axes = plt.subplots(
+        len(layer_ids),
+        len(head_ids),
+        squeeze=False,
+        layout="constrained",
+        figsize=(size * len(head_ids) + 1.2 + margin, size * len(layer_ids) + margin),
+    )
     vmax = float(stacked[np.ix_(layer_ids, head_ids)].max())
     for row, layer in enumerate(layer_ids):
         for col, head in enumerate(head_ids):
             ax = axes[row, col]
-            image = ax.imshow(stacked[layer, head], cmap="viridis", vmin=0.0, vmax=vmax,
-                              aspect="auto", interpolation="nearest")
+            image = ax.imshow(
+                stacked[layer, head],
+                cmap="viridis",
+                vmin=0.0,
+                vmax=vmax,
+                aspect="auto",
+                interpolation="nearest",
+            )
             ax.set_xticks([])
             ax.set_yticks([])
-            _label_axes(ax, tokens if col == 0 else None,
-                        tokens if row == len(layer_ids) - 1 else None)
+            _label_axes(
+                ax, tokens if col == 0 else None, tokens if row == len(layer_ids) - 1 else None
+            )
             if row == 0:
                 ax.set_title(f"head {head}", fontsize="small")
             if col == 0:

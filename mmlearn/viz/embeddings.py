@@ -24,11 +24,15 @@ METHODS = ("pca", "tsne")
 _ANNOTATE_MAX = 12  # write the numbers into the cells of matrices up to this size
 
 
-def plot_similarity_matrix(sim: torch.Tensor | np.ndarray,
-                           row_labels: Sequence[str] | None = None,
-                           col_labels: Sequence[str] | None = None, ax: Axes | None = None,
-                           title: str | None = None, xlabel: str = "text",
-                           ylabel: str = "image") -> Axes:
+def plot_similarity_matrix(
+    sim: torch.Tensor | np.ndarray,
+    row_labels: Sequence[str] | None = None,
+    col_labels: Sequence[str] | None = None,
+    ax: Axes | None = None,
+    title: str | None = None,
+    xlabel: str = "text",
+    ylabel: str = "image",
+) -> Axes:
     """Draw a similarity matrix (e.g. images x texts) as a heatmap; small ones get numbers.
 
     Args:
@@ -53,11 +57,19 @@ def plot_similarity_matrix(sim: torch.Tensor | np.ndarray,
     if max(matrix.shape) <= _ANNOTATE_MAX:
         middle = (matrix.max() + matrix.min()) / 2
         for (row, col), value in np.ndenumerate(matrix):
-            ax.text(col, row, f"{value:.2f}", ha="center", va="center", fontsize="x-small",
-                    color="black" if value > middle else "white")
+            ax.text(
+                col,
+                row,
+                f"{value:.2f}",
+                ha="center",
+                va="center",
+                fontsize="x-small",
+                color="black" if value > middle else "white",
+            )
     if col_labels is not None:
-        ax.set_xticks(range(len(col_labels)), [str(t) for t in col_labels], rotation=90,
-                      fontsize="small")
+        ax.set_xticks(
+            range(len(col_labels)), [str(t) for t in col_labels], rotation=90, fontsize="small"
+        )
     if row_labels is not None:
         ax.set_yticks(range(len(row_labels)), [str(t) for t in row_labels], fontsize="small")
     ax.set_xlabel(xlabel)
@@ -67,30 +79,36 @@ def plot_similarity_matrix(sim: torch.Tensor | np.ndarray,
     return ax
 
 
-def project_2d(features: torch.Tensor | np.ndarray, method: str = "pca",
-               seed: int = 0) -> np.ndarray:
+def project_2d(
+    features: torch.Tensor | np.ndarray, method: str = "pca", seed: int = 0
+) -> np.ndarray:
     """Project ``(N, D)`` features to ``(N, 2)`` with PCA or t-SNE (scikit-learn, seeded)."""
     from sklearn.decomposition import PCA  # imported here: sklearn is slow to load
     from sklearn.manifold import TSNE
 
     points = to_numpy("features", features)
     if points.ndim != 2 or points.shape[0] < 3 or points.shape[1] < 2:
-        raise ValueError(f"features must be (N, D) with N >= 3 and D >= 2, got shape "
-                         f"{points.shape}")
+        raise ValueError(
+            f"features must be (N, D) with N >= 3 and D >= 2, got shape {points.shape}"
+        )
     if method == "pca":
         return PCA(n_components=2, random_state=seed).fit_transform(points)
     if method == "tsne":
         perplexity = min(30.0, (points.shape[0] - 1) / 3)
-        return TSNE(n_components=2, perplexity=perplexity, init="pca",
-                    random_state=seed).fit_transform(points)
+        return TSNE(
+            n_components=2, perplexity=perplexity, init="pca", random_state=seed
+        ).fit_transform(points)
     raise ValueError(f"method must be one of {METHODS}, got {method!r}")
 
 
-def plot_embeddings_2d(features: torch.Tensor | np.ndarray,
-                       labels: torch.Tensor | np.ndarray | Sequence[int],
-                       method: str = "pca", ax: Axes | None = None,
-                       label_names: Sequence[str] | None = None,
-                       title: str | None = None) -> Axes:
+def plot_embeddings_2d(
+    features: torch.Tensor | np.ndarray,
+    labels: torch.Tensor | np.ndarray | Sequence[int],
+    method: str = "pca",
+    ax: Axes | None = None,
+    label_names: Sequence[str] | None = None,
+    title: str | None = None,
+) -> Axes:
     """Scatter ``(N, D)`` features in 2-D (PCA or t-SNE), one colour per label.
 
     Args:
@@ -111,18 +129,29 @@ def plot_embeddings_2d(features: torch.Tensor | np.ndarray,
     points = project_2d(features, method)
     if classes.shape != (points.shape[0],):
         raise ValueError(f"labels must have shape ({points.shape[0]},), got {classes.shape}")
-    if label_names is not None and classes.size and not 0 <= classes.min() <= classes.max() \
-            < len(label_names):
-        raise ValueError(f"label_names has {len(label_names)} names, too few for labels in "
-                         f"[{classes.min()}, {classes.max()}]")
+    if (
+        label_names is not None
+        and classes.size
+        and not 0 <= classes.min() <= classes.max() < len(label_names)
+    ):
+        raise ValueError(
+            f"label_names has {len(label_names)} names, too few for labels in "
+            f"[{classes.min()}, {classes.max()}]"
+        )
     if ax is None:
         _, ax = plt.subplots(figsize=(6.0, 5.0), layout="constrained")
     colours = plt.get_cmap("tab10")
     for index, value in enumerate(np.unique(classes)):
         chosen = classes == value
         name = str(value) if label_names is None else str(label_names[value])
-        ax.scatter(points[chosen, 0], points[chosen, 1], s=12, alpha=0.8,
-                   color=colours(index % 10), label=name)
+        ax.scatter(
+            points[chosen, 0],
+            points[chosen, 1],
+            s=12,
+            alpha=0.8,
+            color=colours(index % 10),
+            label=name,
+        )
     ax.legend(loc="best", fontsize="small", markerscale=1.5, ncols=2)
     ax.set_xlabel(f"{method.upper()} 1")
     ax.set_ylabel(f"{method.upper()} 2")

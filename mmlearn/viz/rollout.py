@@ -40,8 +40,11 @@ def _fuse_heads(weights: torch.Tensor, head_fusion: str) -> torch.Tensor:
     return weights.amin(dim=-3)
 
 
-def attention_rollout(attentions: Sequence[torch.Tensor] | torch.Tensor,
-                      head_fusion: str = "mean", residual_alpha: float = 0.5) -> torch.Tensor:
+def attention_rollout(
+    attentions: Sequence[torch.Tensor] | torch.Tensor,
+    head_fusion: str = "mean",
+    residual_alpha: float = 0.5,
+) -> torch.Tensor:
     """Attention rollout: how much each output token draws on each input token.
 
     For every layer ``l`` the heads are fused into one matrix ``A_l``, the
@@ -69,15 +72,18 @@ def attention_rollout(attentions: Sequence[torch.Tensor] | torch.Tensor,
     first = check_tensor("attentions[0]", layers[0], ndim=(3, 4), floating=True)
     length = first.shape[-1]
     if first.shape[-2] != length:
-        raise ValueError(f"attentions must be self-attention maps (L, L), "
-                         f"got shape {tuple(first.shape)}")
+        raise ValueError(
+            f"attentions must be self-attention maps (L, L), got shape {tuple(first.shape)}"
+        )
     identity = torch.eye(length, dtype=first.dtype, device=first.device)
     rollout = None
     for index, weights in enumerate(layers):
         check_tensor(f"attentions[{index}]", weights, ndim=first.dim(), floating=True)
         if weights.shape != first.shape:
-            raise ValueError(f"attentions[{index}] has shape {tuple(weights.shape)}, "
-                             f"but attentions[0] has {tuple(first.shape)}")
+            raise ValueError(
+                f"attentions[{index}] has shape {tuple(weights.shape)}, "
+                f"but attentions[0] has {tuple(first.shape)}"
+            )
         mixed = (1 - residual_alpha) * _fuse_heads(weights, head_fusion) + residual_alpha * identity
         mixed = mixed / mixed.sum(dim=-1, keepdim=True).clamp_min(torch.finfo(mixed.dtype).tiny)
         rollout = mixed if rollout is None else mixed @ rollout
@@ -93,23 +99,29 @@ def _patch_grid(name: str, patch_weights: torch.Tensor) -> torch.Tensor:
         return patch_weights
     side = math.isqrt(patch_weights.shape[0])
     if side * side != patch_weights.shape[0]:
-        raise ValueError(f"{name} must hold a square number of patches, "
-                         f"got {patch_weights.shape[0]}")
+        raise ValueError(
+            f"{name} must hold a square number of patches, got {patch_weights.shape[0]}"
+        )
     return patch_weights.reshape(side, side)
 
 
 def _upsample(grid: torch.Tensor, image_size: int) -> torch.Tensor:
     """Spread a ``(g, g)`` grid over ``(image_size, image_size)`` pixels, patch by patch."""
     if image_size % grid.shape[0] != 0:
-        raise ValueError(f"the image size ({image_size}) must be a multiple of the patch grid "
-                         f"({grid.shape[0]})")
-    return F.interpolate(grid[None, None], size=(image_size, image_size),
-                         mode="nearest")[0, 0]
+        raise ValueError(
+            f"the image size ({image_size}) must be a multiple of the patch grid ({grid.shape[0]})"
+        )
+    return F.interpolate(grid[None, None], size=(image_size, image_size), mode="nearest")[0, 0]
 
 
-def overlay_patch_attention(image: torch.Tensor, patch_weights: torch.Tensor,
-                            ax: plt.Axes | None = None, alpha: float = 0.6,
-                            title: str | None = None, cmap: str = "inferno") -> plt.Axes:
+def overlay_patch_attention(
+    image: torch.Tensor,
+    patch_weights: torch.Tensor,
+    ax: plt.Axes | None = None,
+    alpha: float = 0.6,
+    title: str | None = None,
+    cmap: str = "inferno",
+) -> plt.Axes:
     """Draw ``image (C, H, W)`` with a patch map laid over it (each patch a flat block).
 
     Args:
@@ -137,8 +149,9 @@ def overlay_patch_attention(image: torch.Tensor, patch_weights: torch.Tensor,
     return ax
 
 
-def word_attention_heatmap(cross_attention: torch.Tensor, token_index: int,
-                           grid_size: int) -> torch.Tensor:
+def word_attention_heatmap(
+    cross_attention: torch.Tensor, token_index: int, grid_size: int
+) -> torch.Tensor:
     """One text token's attention over the image patches, as a ``(grid, grid)`` map.
 
     Args:
@@ -152,14 +165,17 @@ def word_attention_heatmap(cross_attention: torch.Tensor, token_index: int,
     weights = cross_attention
     if weights.dim() == 4:
         if weights.shape[0] != 1:
-            raise ValueError(f"cross_attention must hold one example, got batch size "
-                             f"{weights.shape[0]}")
+            raise ValueError(
+                f"cross_attention must hold one example, got batch size {weights.shape[0]}"
+            )
         weights = weights[0]
     if weights.dim() == 3:
         weights = weights.mean(dim=0)  # average the heads: (L_text, P)
     if weights.shape[1] != grid_size**2:
-        raise ValueError(f"cross_attention has {weights.shape[1]} patches, but grid_size "
-                         f"{grid_size} needs {grid_size**2}")
+        raise ValueError(
+            f"cross_attention has {weights.shape[1]} patches, but grid_size "
+            f"{grid_size} needs {grid_size**2}"
+        )
     if not 0 <= token_index < weights.shape[0]:
         raise ValueError(f"token_index must be in [0, {weights.shape[0]}), got {token_index}")
     return weights[token_index].reshape(grid_size, grid_size)
@@ -176,8 +192,10 @@ def attention_in_box(patch_weights: torch.Tensor, box: Sequence[int], image_size
     check_positive_int("image_size", image_size)
     x0, y0, x1, y1 = (int(v) for v in box)
     if not (0 <= x0 < x1 <= image_size and 0 <= y0 < y1 <= image_size):
-        raise ValueError(f"box must satisfy 0 <= x0 < x1 <= {image_size} and "
-                         f"0 <= y0 < y1 <= {image_size}, got {tuple(box)}")
+        raise ValueError(
+            f"box must satisfy 0 <= x0 < x1 <= {image_size} and "
+            f"0 <= y0 < y1 <= {image_size}, got {tuple(box)}"
+        )
     pixels = _upsample(grid.double(), image_size)
     total = pixels.sum()
     if total <= 0:

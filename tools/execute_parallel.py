@@ -13,9 +13,11 @@ timeout), and records each run time, which the execution-times appendix and
 so a second build runs nothing. A notebook that fails is left out of the cache:
 the build then runs it again and reports the failing cell.
 
-Each notebook uses one intra-op thread (OMP_NUM_THREADS=1 from the Makefile),
-so N parallel notebooks on N cores do not slow each other down much; the
-longest notebooks (by their last recorded time) start first.
+Each notebook uses one intra-op thread (OMP_NUM_THREADS=1 from the Makefile).
+Two notebooks on two cores still slow each other down (shared caches and memory
+bandwidth), so two training-heavy notebooks never run at the same time: each
+runs beside light ones. The longest notebooks (by their last recorded time)
+start first.
 """
 
 from __future__ import annotations
@@ -25,7 +27,7 @@ import json
 import os
 import sys
 import time
-from concurrent.futures import ProcessPoolExecutor, as_completed
+from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from pathlib import Path
 
 import nbformat
@@ -72,6 +74,37 @@ def uncached(cache, notebooks: list[Path]) -> list[Path]:
     return todo
 
 
+def is_training_heavy(path: Path) -> bool:
+    nb = nbformat.read(path, as_version=4)
+    return bool(nb.metadata.get("mmlearn", {}).get("training_heavy", False))
+
+
+def next_notebook(heavy: list[Path], light: list[Path], running: list[Path]) -> Path | None:
+    """The next notebook to start: never two training-heavy ones at once, so that each
+    of them runs beside a light notebook and its time stays comparable to its budget."""
+    if heavy and not any(is_training_heavy(path) for path in running):
+        return heavy.pop(0)
+    if light:
+        return light.pop(0)
+    return None  # only heavy notebooks are left and one is running: wait for it
+
+
+def store(cache, path: Path, nb, seconds: float, error: str | None) -> bool:
+    """Put one executed notebook into the cache (or report its failure); True when stored."""
+    name = path.relative_to(ROOT).as_posix()
+    if error is not None:
+        print(f"  FAILED {name} after {seconds:.1f} s: {error.splitlines()[0]}", flush=True)
+        return False
+    stage = cache.add_nb_to_project(str(path))
+    cache.cache_notebook_bundle(
+        CacheBundleIn(nb, stage.uri, data={"execution_seconds": seconds}),
+        check_validity=False,
+        overwrite=True,
+    )
+    print(f"  {seconds:6.1f} s  {name}", flush=True)
+    return True
+
+
 def main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument(
@@ -90,22 +123,21 @@ def main(argv: list[str]) -> int:
     todo.sort(key=lambda p: -previous.get(p.relative_to(ROOT).with_suffix("").as_posix(), 0.0))
     print(f"execute_parallel: {len(todo)} notebooks to run, {args.jobs} at a time", flush=True)
     start, failed = time.perf_counter(), []
+    heavy = [path for path in todo if is_training_heavy(path)]
+    light = [path for path in todo if not is_training_heavy(path)]
     with ProcessPoolExecutor(max_workers=args.jobs) as pool:
-        futures = [pool.submit(run_one, path, config["timeout"]) for path in todo]
-        for future in as_completed(futures):
-            path, nb, seconds, error = future.result()
-            name = path.relative_to(ROOT).as_posix()
-            if error is not None:
-                failed.append(name)
-                print(f"  FAILED {name} after {seconds:.1f} s: {error.splitlines()[0]}", flush=True)
-                continue
-            stage = cache.add_nb_to_project(str(path))
-            cache.cache_notebook_bundle(
-                CacheBundleIn(nb, stage.uri, data={"execution_seconds": seconds}),
-                check_validity=False,
-                overwrite=True,
-            )
-            print(f"  {seconds:6.1f} s  {name}", flush=True)
+        running: dict = {}  # future -> notebook path
+        while heavy or light or running:
+            while len(running) < args.jobs:
+                path = next_notebook(heavy, light, list(running.values()))
+                if path is None:
+                    break
+                running[pool.submit(run_one, path, config["timeout"])] = path
+            finished, _ = wait(running, return_when=FIRST_COMPLETED)
+            for future in finished:
+                del running[future]
+                if not store(cache, *future.result()):
+                    failed.append(future.result()[0].relative_to(ROOT).as_posix())
     wall = time.perf_counter() - start
     print(
         f"execute_parallel: {len(todo) - len(failed)} cached, {len(failed)} failed, "

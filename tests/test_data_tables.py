@@ -109,3 +109,9 @@ def test_open_vlm_benchmarks_quote_their_sources():
     llava_mme = "as listed in the model zoo (one number; subset not stated)"
     assert value["LLaVA-1.5-7B", "MME", llava_mme] == "1510.7"
     assert value["InternVL2-8B", "MMMU", "val"] == "49.3"
+
+
+def test_load_table_can_keep_numbers_as_written():
+    as_written = load_table("open_vlm_benchmarks.csv", dtype={"value": str})
+    assert {"83.0", "1238"} <= set(as_written.value)
+    assert "1238" not in set(load_table("open_vlm_benchmarks.csv").value.astype(str))

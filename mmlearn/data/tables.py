@@ -19,10 +19,14 @@ def table_names() -> list[str]:
     return sorted(item.name for item in folder.iterdir() if item.name.endswith(".csv"))
 
 
-def load_table(name: str) -> pd.DataFrame:
-    """Read one shipped table, for example ``load_table("model_scale.csv")``."""
+def load_table(name: str, dtype: dict[str, str] | None = None) -> pd.DataFrame:
+    """Read one shipped table, for example ``load_table("model_scale.csv")``.
+
+    ``dtype`` is passed to :func:`pandas.read_csv`; ``{"value": str}`` keeps a
+    number exactly as the source wrote it (``"83.0"`` stays ``"83.0"``).
+    """
     names = table_names()
     if name not in names:
         raise ValueError(f"name must be one of {names}, got {name!r}")
     with (resources.files("mmlearn.data") / "tables" / name).open("rb") as handle:
-        return pd.read_csv(handle)
+        return pd.read_csv(handle, dtype=dtype)

@@ -21,8 +21,13 @@ from mmlearn.viz import (
 
 
 def texts(fig: Figure) -> list[Text]:
-    """Every non-empty text of the figure: box labels, titles, tick labels."""
-    return [t for t in fig.findobj(Text) if t.get_visible() and t.get_text().strip()]
+    """Every non-empty text drawn: box labels, titles, tick labels of visible axes."""
+    found = [*fig.texts, fig._suptitle] if fig._suptitle not in fig.texts else list(fig.texts)
+    for ax in fig.axes:
+        found += [*ax.texts, ax.title, ax._left_title, ax._right_title]
+        if ax.axison:
+            found += [*ax.get_xticklabels(), *ax.get_yticklabels(), ax.xaxis.label, ax.yaxis.label]
+    return [t for t in found if t is not None and t.get_visible() and t.get_text().strip()]
 
 
 def joined(fig: Figure) -> str:

@@ -285,7 +285,7 @@ def encoder_layer_diagram(norm_first: Sequence[bool] = (True, False)) -> Figure:
         squeeze=False,
     )
     for ax, first in zip(axes[:, 0], norm_first, strict=True):
-        ax.set_xlim(-1.4, 15.6)
+        ax.set_xlim(-1.4, 14.0)
         ax.set_ylim(-0.55, 1.3)
         ax.set_aspect("equal")
         ax.axis("off")

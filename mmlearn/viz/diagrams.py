@@ -179,7 +179,7 @@ def multi_head_diagram(num_heads: int = 3) -> Figure:
     spacing = 1.45
     ys = [spacing * (len(rows) - 1 - r) for r in range(len(rows))]
     top, bottom = ys[0] + 0.55, ys[-1] - 0.55
-    fig, ax = _canvas(12.0, 1.3 + 1.05 * len(rows), (-1.0, 15.4), (bottom - 0.55, top + 0.3))
+    fig, ax = _canvas(12.0, 1.3 + 1.05 * len(rows), (-1.0, 15.4), (bottom - 0.2, top + 0.3))
     middle = (top + bottom) / 2
     _box(ax, 0.0, middle, "input\n" r"$Q=K=V=X$" "\n" r"$(L, d_{model})$", (1.8, 1.3), "input")
     concat = _box(ax, 10.0, middle, "Concat", (1.2, top - bottom), "op")

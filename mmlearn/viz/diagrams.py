@@ -53,8 +53,17 @@ def _canvas(width: float, height: float, xlim: tuple, ylim: tuple) -> tuple[Figu
     return fig, ax
 
 
+Point = tuple[float, float]
+
+
 def _box(
-    ax: Axes, x: float, y: float, text: str, size=(1.6, 0.8), kind: str = "op", dashed=False
+    ax: Axes,
+    x: float,
+    y: float,
+    text: str,
+    size: Point = (1.6, 0.8),
+    kind: str = "op",
+    dashed: bool = False,
 ) -> tuple[float, float, float, float]:
     """Draw a rounded box centred at (x, y); return its (left, right, bottom, top)."""
     width, height = size
@@ -74,19 +83,21 @@ def _box(
     return x - width / 2, x + width / 2, y - height / 2, y + height / 2
 
 
-def _arrow(ax: Axes, start, end, label: str | None = None, where: str = "above", **style):
+def _arrow(
+    ax: Axes, start: Point, end: Point, label: str | None = None, where: str = "above", **style
+) -> None:
     """An arrow from ``start`` to ``end`` with an optional label beside its middle."""
-    patch = FancyArrowPatch(
-        start, end, arrowstyle="-|>", mutation_scale=12, linewidth=1.0, color="black", **style
+    ax.add_patch(
+        FancyArrowPatch(
+            start, end, arrowstyle="-|>", mutation_scale=12, linewidth=1.0, color="black", **style
+        )
     )
-    ax.add_patch(patch)
     if label is not None:
         middle_x, middle_y = (start[0] + end[0]) / 2, (start[1] + end[1]) / 2
         offsets = {"above": (0, 0.12, "bottom", "center"), "below": (0, -0.12, "top", "center")}
         offsets |= {"right": (0.1, 0, "center", "left"), "left": (-0.1, 0, "center", "right")}
         dx, dy, va, ha = offsets[where]
         ax.text(middle_x + dx, middle_y + dy, label, ha=ha, va=va, fontsize=SMALL)
-    return patch
 
 
 def _adder(ax: Axes, x: float, y: float, radius: float = 0.22) -> None:

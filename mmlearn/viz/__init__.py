@@ -1,10 +1,18 @@
-"""Plots of the book: attention heatmaps, head grids, overlays, similarity matrices, curves.
+"""Plots of the book: attention heatmaps, head grids, overlays, similarity matrices, curves,
+and the schematic diagrams of chapter 4 (:mod:`mmlearn.viz.diagrams`).
 
 Plot labels are in English so that they render in any runtime (Colab has no CJK font);
 Chinese goes in the captions around the figures.
 """
 
 from mmlearn.viz.attention import plot_attention, plot_attention_grid
+from mmlearn.viz.diagrams import (
+    attention_diagram,
+    clip_matrix_diagram,
+    distillation_diagram,
+    encoder_layer_diagram,
+    multi_head_diagram,
+)
 from mmlearn.viz.embeddings import plot_embeddings_2d, plot_similarity_matrix, project_2d
 from mmlearn.viz.rollout import (
     attention_in_box,
@@ -14,6 +22,11 @@ from mmlearn.viz.rollout import (
 )
 
 __all__ = [
+    "attention_diagram",
+    "clip_matrix_diagram",
+    "distillation_diagram",
+    "encoder_layer_diagram",
+    "multi_head_diagram",
     "plot_embeddings_2d",
     "plot_similarity_matrix",
     "project_2d",

@@ -1,11 +1,11 @@
 """The autograded assignments in assignments/ (docs/DESIGN.md section 1, "teach with it").
 
 Each assignment goes through nbgrader the way a teacher uses it: generate the
-student version, then autograde three submissions: the teacher's source (full
+student version, then autograde the submissions: the teacher's source (full
 marks), the untouched student version (zero: every graded cell depends on a
-solution) and the source with one function subtly broken (it loses exactly
-that function's points). The three assignments run in parallel processes,
-each in its own temporary course directory.
+solution) and, for each entry of BUGS, the source with that one function
+subtly broken (it loses exactly that function's points). The assignments run
+in parallel processes, each in its own temporary course directory.
 """
 
 from __future__ import annotations
@@ -32,22 +32,32 @@ from nbgrader.api import Gradebook  # noqa: E402
 from nbgrader.apps import NbGraderAPI  # noqa: E402
 from traitlets.config.loader import PyFileConfigLoader  # noqa: E402
 
-ASSIGNMENTS = ["a1_attention", "a2_contrastive", "a3_distillation"]
+ASSIGNMENTS = ["a1_attention", "a2_contrastive", "a3_distillation", "a4_mllm"]
 POINTS_PER_ASSIGNMENT = 10
 SECRET_REGIONS = [
     ("### BEGIN SOLUTION", "### END SOLUTION"),
     ("### BEGIN HIDDEN TESTS", "### END HIDDEN TESTS"),
 ]
-# One realistic mistake per assignment: (solution cell, text in it, replacement).
+# Realistic mistakes, each graded as its own submission: (solution cell, text in it,
+# replacement). At least one per assignment, at most one per function.
 BUGS = {
-    "a1_attention": ("scaled_dot_product_attention", " / math.sqrt(query.shape[-1])", ""),
-    "a2_contrastive": (
-        "clip_loss",
-        "return (image_to_text + text_to_image) / 2",
-        "return image_to_text",
-    ),
-    "a3_distillation": ("distillation_loss", "alpha * temperature**2 * kl", "alpha * kl"),
+    "a1_attention": [("scaled_dot_product_attention", " / math.sqrt(query.shape[-1])", "")],
+    "a2_contrastive": [
+        ("clip_loss", "return (image_to_text + text_to_image) / 2", "return image_to_text")
+    ],
+    "a3_distillation": [("distillation_loss", "alpha * temperature**2 * kl", "alpha * kl")],
+    "a4_mllm": [
+        # the labels drop the <eot> that closes each answer: the model never learns to stop
+        (
+            "answer_labels",
+            "if answering and token != assistant_id:",
+            "if answering and token not in (assistant_id, eot_id):",
+        ),
+        # the scores are not divided by sqrt(d_head)
+        ("kv_cache_step", " / math.sqrt(query.shape[-1])", ""),
+    ],
 }
+BROKEN = [(assignment, bug[0]) for assignment, bugs in BUGS.items() for bug in bugs]
 
 
 def source_path(assignment: str) -> Path:
@@ -72,9 +82,14 @@ def secret_lines(source: str) -> list[str]:
     return found
 
 
-def break_one_function(nb, assignment: str):
-    """The source notebook with BUGS[assignment] applied to its solution cell."""
-    function, old, new = BUGS[assignment]
+def wrong_student(function: str) -> str:
+    """The student id of the submission in which ``function`` is broken."""
+    return f"wrong_{function}"
+
+
+def break_one_function(nb, assignment: str, bug: tuple[str, str, str]):
+    """The source notebook with ``bug``, one entry of BUGS[assignment], applied."""
+    function, old, new = bug
     cells = [cell for cell in nb.cells if nbgrader_meta(cell).get("grade_id") == function]
     assert len(cells) == 1 and cells[0].source.count(old) == 1, f"bug for {assignment} misses"
     cells[0].source = cells[0].source.replace(old, new)
@@ -89,7 +104,7 @@ def course_config(root: Path):
 
 
 def grade_assignment(assignment: str, course_root: str) -> dict:
-    """Generate, submit three versions and autograde them with nbgrader (runs in a worker).
+    """Generate, submit the versions and autograde them with nbgrader (runs in a worker).
 
     ``course_root`` already holds an empty gradebook.db (see the ``graded`` fixture).
     """
@@ -105,9 +120,12 @@ def grade_assignment(assignment: str, course_root: str) -> dict:
     submissions = {
         "teacher": nbformat.read(source_path(assignment), as_version=4),
         "student": nbformat.read(release, as_version=4),
-        "one_wrong": break_one_function(
-            nbformat.read(source_path(assignment), as_version=4), assignment
-        ),
+        **{
+            wrong_student(bug[0]): break_one_function(
+                nbformat.read(source_path(assignment), as_version=4), assignment, bug
+            )
+            for bug in BUGS[assignment]
+        },
     }
     grades = {}
     for student, nb in submissions.items():
@@ -191,7 +209,8 @@ def test_source_notebook_is_a_valid_nbgrader_assignment(assignment: str):
             assert meta["locked"] and meta["points"] > 0
             assert "### BEGIN HIDDEN TESTS" in cell.source, f"{meta['grade_id']}: no hidden test"
             assert re.search(r"^assert ", cell.source, re.MULTILINE), "no visible test"
-    assert BUGS[assignment][0] in solutions
+    bugged = [bug[0] for bug in BUGS[assignment]]
+    assert bugged and len(set(bugged)) == len(bugged) and set(bugged) <= set(solutions)
 
 
 @pytest.mark.parametrize("assignment", ASSIGNMENTS)
@@ -251,11 +270,11 @@ def test_untouched_student_version_gets_zero(graded, assignment: str):
     assert grades == {name: [0.0, value] for name, value in points.items()}
 
 
-@pytest.mark.parametrize("assignment", ASSIGNMENTS)
-def test_one_wrong_function_loses_exactly_its_points(graded, assignment: str):
-    grades = results_of(graded, assignment)["grades"]["one_wrong"]
+@pytest.mark.parametrize(("assignment", "function"), BROKEN)
+def test_one_wrong_function_loses_exactly_its_points(graded, assignment: str, function: str):
+    grades = results_of(graded, assignment)["grades"][wrong_student(function)]
     points = grade_points(assignment)
-    broken = f"test_{BUGS[assignment][0]}"
+    broken = f"test_{function}"
     expected = {name: [0.0 if name == broken else value, value] for name, value in points.items()}
     assert grades == expected
     total = sum(score for score, _ in grades.values())

@@ -16,7 +16,13 @@ import torch.distributed as dist
 from mmlearn._checks import debug_enabled
 from mmlearn.utils import get_device
 
-__all__ = ["gather_features", "init_distributed", "is_distributed", "rank_and_world_size"]
+__all__ = [
+    "BACKENDS_WITHOUT_REDUCE_SCATTER",
+    "gather_features",
+    "init_distributed",
+    "is_distributed",
+    "rank_and_world_size",
+]
 
 
 def is_distributed() -> bool:
@@ -31,6 +37,18 @@ def rank_and_world_size() -> tuple[int, int]:
     return 0, 1
 
 
+# Backends whose process groups have no reduce-scatter: the backward of the
+# gather falls back to an all-reduce there. NCCL and gloo (torch 2.14, the
+# pinned version; tests/test_clip_loss_distributed.py checks gloo) have it;
+# ProcessGroupMPI does not implement it.
+BACKENDS_WITHOUT_REDUCE_SCATTER = frozenset({"mpi"})
+
+# torch 2.14 renamed the single-tensor collectives (the old names warn); older releases
+# have only the old ones.
+_all_gather_single = getattr(dist, "all_gather_single", None) or dist.all_gather_into_tensor
+_reduce_scatter_single = getattr(dist, "reduce_scatter_single", None) or dist.reduce_scatter_tensor
+
+
 class _GatherWithGrad(torch.autograd.Function):
     """All-gather whose backward sums every rank's gradient for this rank's rows.
 
@@ -39,29 +57,40 @@ class _GatherWithGrad(torch.autograd.Function):
     written out so that the gradient rule is visible: if every rank r computes a loss L_r from the
     gathered rows, the gradient of ``sum_r L_r`` with respect to this rank's
     rows is the sum over ranks of their gradients for those rows.
+
+    That sum is one reduce-scatter: each rank sends every other rank the
+    block of rows that rank owns and receives only the sum for its own block,
+    about ``(N - 1) / N`` of the gradient per rank, where an all-reduce of the
+    whole gradient followed by a slice moves about twice that. Backends
+    named in :data:`BACKENDS_WITHOUT_REDUCE_SCATTER` take that all-reduce.
     """
 
     @staticmethod
     def forward(ctx, features: torch.Tensor) -> torch.Tensor:
         rank, world_size = rank_and_world_size()
-        gathered = [torch.empty_like(features) for _ in range(world_size)]
-        dist.all_gather(gathered, features.contiguous())
-        ctx.rows = slice(rank * features.shape[0], (rank + 1) * features.shape[0])
-        return torch.cat(gathered, dim=0)
+        gathered = features.new_empty((world_size * features.shape[0], *features.shape[1:]))
+        _all_gather_single(gathered, features.contiguous())
+        ctx.rank, ctx.rows = rank, features.shape[0]
+        return gathered
 
     @staticmethod
     def backward(ctx, grad_output: torch.Tensor) -> torch.Tensor:
-        grad = grad_output.contiguous().clone()
-        dist.all_reduce(grad, op=dist.ReduceOp.SUM)  # sum of every rank's gradient
-        return grad[ctx.rows]
+        grad_output = grad_output.contiguous()
+        if dist.get_backend() in BACKENDS_WITHOUT_REDUCE_SCATTER:
+            total = grad_output.clone()
+            dist.all_reduce(total, op=dist.ReduceOp.SUM)  # sum of every rank's gradient
+            return total[ctx.rank * ctx.rows : (ctx.rank + 1) * ctx.rows]
+        grad = grad_output.new_empty((ctx.rows, *grad_output.shape[1:]))
+        _reduce_scatter_single(grad, grad_output, op=dist.ReduceOp.SUM)
+        return grad
 
 
 def _check_same_rows(features: torch.Tensor, world_size: int) -> None:
-    """Debug mode: every rank has as many rows (an all-gather of the sizes and a host read)."""
+    """Every rank has as many rows (an all-gather of the sizes, read on the host)."""
     mine = torch.tensor([features.shape[0]], device=features.device)
-    sizes = [torch.empty_like(mine) for _ in range(world_size)]
-    dist.all_gather(sizes, mine)
-    rows = [int(size) for size in sizes]
+    sizes = mine.new_empty(world_size)
+    _all_gather_single(sizes, mine)
+    rows = sizes.tolist()
     if len(set(rows)) > 1:
         raise ValueError(
             f"every rank must pass the same local batch size to the gather, "
@@ -78,15 +107,24 @@ def gather_features(features: torch.Tensor, with_grad: bool = True) -> torch.Ten
 
     With ``with_grad=True`` the gather is differentiable (:class:`_GatherWithGrad`):
     in the backward pass the gradients that every rank computes for a block
-    of rows are summed and handed to the rank that owns those rows. With
-    ``with_grad=False`` the other ranks' rows are constants; this rank's own
-    rows are put back as the original tensor so that at least the local
-    gradient flows.
+    of rows are summed (one reduce-scatter) and handed to the rank that owns
+    those rows. With ``with_grad=False`` the other ranks' rows are constants;
+    this rank's own rows are put back as the original tensor so that at least
+    the local gradient flows.
+
+    Unequal local batch sizes raise a ``ValueError`` naming them. The
+    collectives cannot report them themselves: gloo aborts the process (an
+    uncatchable C++ error on one rank, wrong rows on the other) and NCCL may
+    hang, so the sizes are exchanged first. For CPU tensors (gloo) that check
+    always runs: it costs one tiny collective and no device sync. For GPU
+    tensors it would make the host wait for the device at every step, so it
+    runs only under :func:`mmlearn.set_debug`; :func:`mmlearn.train.train`
+    checks the loaders' batch sizes once before training instead.
     """
     rank, world_size = rank_and_world_size()
     if world_size == 1:
         return features
-    if debug_enabled():
+    if features.device.type == "cpu" or debug_enabled():
         _check_same_rows(features, world_size)
     if with_grad:
         return _GatherWithGrad.apply(features)

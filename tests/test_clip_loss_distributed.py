@@ -10,7 +10,10 @@ supported setting of ``ClipLoss``:
   one-process gradient of those rows when the gather carries gradients, 1
   times without (exactly what the ``ClipLoss`` docstring states);
 * the end result that matters: after ``DistributedDataParallel`` averages
-  them, the parameter gradients equal the one-process gradients.
+  them, the parameter gradients equal the one-process gradients;
+* the gather itself: its backward (a reduce-scatter, or the all-reduce
+  fallback) gives each rank the one-process gradient of its rows, and
+  unequal local batch sizes raise a ``ValueError`` that names them.
 """
 
 from __future__ import annotations
@@ -26,6 +29,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
+import mmlearn.distributed as distributed
 from mmlearn.distributed import gather_features
 from mmlearn.functional import clip_loss
 from mmlearn.losses import ClipLoss
@@ -67,6 +71,48 @@ def _rows(rank: int) -> slice:
     return slice(rank * LOCAL_BATCH, (rank + 1) * LOCAL_BATCH)
 
 
+def _gather_weights() -> torch.Tensor:
+    """Rank r's loss is ``sum(weights[r] * gathered ** 2)``: a different loss on each rank."""
+    generator = torch.Generator().manual_seed(2)
+    return torch.randn(WORLD_SIZE, WORLD_SIZE * LOCAL_BATCH, DIM, generator=generator)
+
+
+def _gather_gradient(rank: int) -> tuple[torch.Tensor, int]:
+    """This rank's gradient through the differentiable gather, and the reduce-scatters run."""
+    calls = []
+    reduce_scatter = distributed._reduce_scatter_single
+
+    def counted(*args, **kwargs):
+        calls.append(1)
+        return reduce_scatter(*args, **kwargs)
+
+    distributed._reduce_scatter_single = counted
+    try:
+        features = _global_batch()[0][_rows(rank)].float().requires_grad_()
+        (_gather_weights()[rank] * gather_features(features) ** 2).sum().backward()
+    finally:
+        distributed._reduce_scatter_single = reduce_scatter
+    return features.grad, len(calls)
+
+
+def _gather_checks(rank: int) -> dict:
+    out = {}
+    out["gather/reduce-scatter"] = _gather_gradient(rank)
+    saved = distributed.BACKENDS_WITHOUT_REDUCE_SCATTER
+    distributed.BACKENDS_WITHOUT_REDUCE_SCATTER = frozenset({dist.get_backend()})
+    try:
+        out["gather/all-reduce"] = _gather_gradient(rank)
+    finally:
+        distributed.BACKENDS_WITHOUT_REDUCE_SCATTER = saved
+    for with_grad in (True, False):  # rank 0 has LOCAL_BATCH rows, rank 1 one fewer
+        try:
+            gather_features(torch.zeros(LOCAL_BATCH - rank, DIM), with_grad=with_grad)
+            out[f"mismatch/{with_grad}"] = ""
+        except ValueError as error:
+            out[f"mismatch/{with_grad}"] = str(error)
+    return out
+
+
 def _worker(rank: int, port: int, folder: str) -> None:
     torch.set_num_threads(1)
     dist.init_process_group(
@@ -98,6 +144,7 @@ def _worker(rank: int, port: int, folder: str) -> None:
             out[name + "/ddp"] = (model.module.image.grad, model.module.text.grad)
         gathered = gather_features(torch.full((2, 1), float(rank)), with_grad=False)
         out["gathered"] = gathered
+        out.update(_gather_checks(rank))
         torch.save(out, f"{folder}/rank{rank}.pt")
     finally:
         dist.destroy_process_group()
@@ -174,6 +221,26 @@ def test_gather_puts_the_ranks_in_order(results):
     expected = torch.tensor([[0.0], [0.0], [1.0], [1.0]])
     for rank in range(WORLD_SIZE):
         torch.testing.assert_close(results[rank]["gathered"], expected)
+
+
+@pytest.mark.distributed
+@pytest.mark.parametrize("path, reduce_scatters", [("reduce-scatter", 1), ("all-reduce", 0)])
+def test_gather_gradient_matches_one_process(results, path, reduce_scatters):
+    features = _global_batch()[0].float().requires_grad_()
+    weights = _gather_weights()
+    sum((weights[rank] * features**2).sum() for rank in range(WORLD_SIZE)).backward()
+    for rank in range(WORLD_SIZE):
+        grad, calls = results[rank][f"gather/{path}"]
+        torch.testing.assert_close(grad, features.grad[_rows(rank)])
+        assert calls == reduce_scatters
+
+
+@pytest.mark.distributed
+@pytest.mark.parametrize("with_grad", [True, False])
+def test_unequal_local_batches_raise_a_clear_error(results, with_grad):
+    for rank in range(WORLD_SIZE):
+        message = results[rank][f"mismatch/{with_grad}"]
+        assert f"[{LOCAL_BATCH}, {LOCAL_BATCH - 1}] rows per rank" in message
 
 
 def test_local_loss_without_a_gradient_gather_is_rejected():

@@ -46,7 +46,7 @@ import torch.nn.functional as F
 from safetensors.torch import save_file
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
-from torch.optim.lr_scheduler import LambdaLR, LRScheduler
+from torch.optim.lr_scheduler import LambdaLR, LRScheduler, OneCycleLR
 from torch.utils.data import DataLoader, Dataset, DistributedSampler, TensorDataset
 from tqdm.auto import tqdm
 
@@ -57,7 +57,7 @@ from mmlearn.distributed import init_distributed, rank_and_world_size
 from mmlearn.losses.contrastive import ClipLoss
 from mmlearn.metrics import zero_shot_accuracy, zero_shot_classifier
 from mmlearn.nn.clip import CLIPModel, SmallConvEncoder, make_small_clip
-from mmlearn.optim import param_groups
+from mmlearn.optim import clamp_logit_scales_, param_groups
 from mmlearn.utils import seed_everything
 
 __all__ = [
@@ -67,6 +67,8 @@ __all__ = [
     "main",
     "supervised_ceiling",
     "train",
+    "train_on_indices",
+    "train_steps",
     "warmup_cosine",
 ]
 
@@ -192,6 +194,115 @@ def clip_step(
     images, ids, valid = (tensor.to(device) for tensor in batch)
     image_features, text_features, logit_scale = model(images, ids, valid)
     return loss_fn(image_features, text_features, logit_scale)
+
+
+def train_on_indices(
+    model: nn.Module,
+    num_samples: int,
+    batch_loss: Callable[[nn.Module, torch.Tensor], torch.Tensor],
+    *,
+    epochs: int,
+    batch_size: int,
+    lr: float,
+    weight_decay: float = 0.01,
+    seed: int = 0,
+    warmup: float = 0.1,
+    drop_last: bool = False,
+    eval_fn: Callable[[nn.Module], dict[str, float]] | None = None,
+    progress: bool = False,
+) -> dict[str, list[float]]:
+    """The book's recipe on data held in memory: :func:`train` over shuffled index batches.
+
+    Each epoch draws a permutation of ``range(num_samples)`` (from a CPU
+    generator seeded with ``seed``) and cuts it into batches of
+    ``batch_size`` indices; ``batch_loss(model, index)`` gets each batch as a
+    ``long`` tensor on the model's device and returns the scalar loss, so the
+    data can be tensors on the device, a list of strings, or both. The
+    optimiser is AdamW over :func:`mmlearn.optim.param_groups` (frozen
+    parameters left out; no decay on biases, norms, scales and gates), the
+    learning rate a one-cycle schedule peaking at ``lr`` after a ``warmup``
+    fraction of the steps; the logit scales are clamped after every step.
+
+    Returns:
+        :func:`train`'s history: the mean loss of each epoch, and the values of
+        ``eval_fn`` after each epoch.
+    """
+    if isinstance(num_samples, bool) or not isinstance(num_samples, int) or num_samples < 1:
+        raise ValueError(f"num_samples must be a positive integer, got {num_samples!r}")
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+        raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
+    generator = torch.Generator().manual_seed(seed)
+    loader = DataLoader(
+        range(num_samples),
+        batch_size=batch_size,
+        shuffle=True,
+        generator=generator,
+        drop_last=drop_last,
+    )
+    optimizer = torch.optim.AdamW(param_groups(model, weight_decay), lr=lr)
+    # train() checks epochs and the loader's length; the schedule only needs a valid count
+    steps = max(1, epochs * len(loader)) if isinstance(epochs, int) else 1
+    scheduler = OneCycleLR(optimizer, max_lr=lr, total_steps=steps, pct_start=warmup)
+    device = next(model.parameters()).device
+
+    def step(model: nn.Module, index: torch.Tensor) -> torch.Tensor:
+        return batch_loss(model, index.to(device))
+
+    return train(
+        model,
+        loader,
+        step,
+        optimizer,
+        epochs,
+        eval_fn=eval_fn,
+        progress=progress,
+        scheduler=scheduler,
+    )
+
+
+def train_steps(
+    model: nn.Module,
+    num_samples: int,
+    batch_loss: Callable[[nn.Module, torch.Tensor], torch.Tensor],
+    optimizer: torch.optim.Optimizer,
+    *,
+    steps: int,
+    batch_size: int,
+    seed: int = 0,
+    scheduler: LRScheduler | None = None,
+) -> list[float]:
+    """``steps`` optimiser steps, each on ``batch_size`` indices drawn with replacement.
+
+    The recipe of the book's small experiments: step ``t`` draws
+    ``torch.randint(num_samples, (batch_size,))`` from a CPU generator seeded
+    with ``seed`` (so a run repeats exactly on any device), moves the indices
+    to the model's device and minimises ``batch_loss(model, index)``. After
+    each ``optimizer.step()`` the logit scales are clamped
+    (:func:`mmlearn.optim.clamp_logit_scales_`) and ``scheduler`` is stepped
+    when given. The model is left in train mode; the losses are read back to
+    the host once, at the end.
+
+    Returns:
+        The loss of every step.
+    """
+    for name, value in (("num_samples", num_samples), ("steps", steps), ("batch_size", batch_size)):
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ValueError(f"{name} must be a positive integer, got {value!r}")
+    generator = torch.Generator().manual_seed(seed)
+    device = next(model.parameters()).device
+    model.train()
+    losses = []
+    for _ in range(steps):
+        index = torch.randint(num_samples, (batch_size,), generator=generator).to(device)
+        loss = batch_loss(model, index)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        clamp_logit_scales_(model)
+        if scheduler is not None:
+            scheduler.step()
+        losses.append(loss.detach())
+    return torch.stack(losses).tolist()
 
 
 @torch.no_grad()

@@ -36,7 +36,7 @@ import argparse
 import json
 import math
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from functools import partial
 from pathlib import Path
 
@@ -47,7 +47,7 @@ from safetensors.torch import save_file
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 from torch.optim.lr_scheduler import LambdaLR, LRScheduler, OneCycleLR
-from torch.utils.data import DataLoader, Dataset, DistributedSampler, TensorDataset
+from torch.utils.data import DataLoader, Dataset, DistributedSampler, Sampler, TensorDataset
 from tqdm.auto import tqdm
 
 from mmlearn.data.digits import DigitsSplit, load_digits_captions, prompts_en
@@ -57,7 +57,7 @@ from mmlearn.distributed import init_distributed, rank_and_world_size
 from mmlearn.losses.contrastive import ClipLoss
 from mmlearn.metrics import zero_shot_accuracy, zero_shot_classifier
 from mmlearn.nn.clip import CLIPModel, SmallConvEncoder, make_small_clip
-from mmlearn.optim import clamp_logit_scales_, param_groups
+from mmlearn.optim import param_groups
 from mmlearn.utils import seed_everything
 
 __all__ = [
@@ -243,21 +243,32 @@ def train_on_indices(
     # train() checks epochs and the loader's length; the schedule only needs a valid count
     steps = max(1, epochs * len(loader)) if isinstance(epochs, int) else 1
     scheduler = OneCycleLR(optimizer, max_lr=lr, total_steps=steps, pct_start=warmup)
-    device = next(model.parameters()).device
-
-    def step(model: nn.Module, index: torch.Tensor) -> torch.Tensor:
-        return batch_loss(model, index.to(device))
-
     return train(
         model,
         loader,
-        step,
+        _indices_on_device(batch_loss, next(model.parameters()).device),
         optimizer,
         epochs,
         eval_fn=eval_fn,
         progress=progress,
         scheduler=scheduler,
     )
+
+
+class _BatchesWithReplacement(Sampler[list[int]]):
+    """``steps`` batches of ``batch_size`` indices, each ``torch.randint(num_samples, ...)``."""
+
+    def __init__(self, num_samples: int, batch_size: int, steps: int, seed: int) -> None:
+        self.num_samples, self.batch_size, self.steps = num_samples, batch_size, steps
+        self.generator = torch.Generator().manual_seed(seed)
+
+    def __len__(self) -> int:
+        return self.steps
+
+    def __iter__(self) -> Iterator[list[int]]:
+        for _ in range(self.steps):
+            size = (self.batch_size,)
+            yield torch.randint(self.num_samples, size, generator=self.generator).tolist()
 
 
 def train_steps(
@@ -270,39 +281,49 @@ def train_steps(
     batch_size: int,
     seed: int = 0,
     scheduler: LRScheduler | None = None,
-) -> list[float]:
-    """``steps`` optimiser steps, each on ``batch_size`` indices drawn with replacement.
+    progress: bool = False,
+) -> dict[str, list[float]]:
+    """:func:`train` for ``steps`` steps, each on ``batch_size`` indices drawn with replacement.
 
     The recipe of the book's small experiments: step ``t`` draws
     ``torch.randint(num_samples, (batch_size,))`` from a CPU generator seeded
-    with ``seed`` (so a run repeats exactly on any device), moves the indices
-    to the model's device and minimises ``batch_loss(model, index)``. After
-    each ``optimizer.step()`` the logit scales are clamped
-    (:func:`mmlearn.optim.clamp_logit_scales_`) and ``scheduler`` is stepped
-    when given. The model is left in train mode; the losses are read back to
-    the host once, at the end.
+    with ``seed`` (so a run repeats exactly on any device, and the global
+    random state is left to the model, for example its dropout), and
+    ``batch_loss(model, index)`` gets the indices as a ``long`` tensor on the
+    model's device. Everything else is :func:`train`'s: the logit scales
+    clamped after each ``optimizer.step()``, then ``scheduler.step()``.
 
     Returns:
-        The loss of every step.
+        :func:`train`'s history; ``"loss"`` holds the mean loss over the steps.
     """
     for name, value in (("num_samples", num_samples), ("steps", steps), ("batch_size", batch_size)):
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
             raise ValueError(f"{name} must be a positive integer, got {value!r}")
-    generator = torch.Generator().manual_seed(seed)
-    device = next(model.parameters()).device
-    model.train()
-    losses = []
-    for _ in range(steps):
-        index = torch.randint(num_samples, (batch_size,), generator=generator).to(device)
-        loss = batch_loss(model, index)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-        clamp_logit_scales_(model)
-        if scheduler is not None:
-            scheduler.step()
-        losses.append(loss.detach())
-    return torch.stack(losses).tolist()
+    loader = DataLoader(
+        range(num_samples),
+        batch_sampler=_BatchesWithReplacement(num_samples, batch_size, steps, seed),
+        generator=torch.Generator().manual_seed(seed),  # not the global RNG
+    )
+    return train(
+        model,
+        loader,
+        _indices_on_device(batch_loss, next(model.parameters()).device),
+        optimizer,
+        epochs=1,
+        progress=progress,
+        scheduler=scheduler,
+    )
+
+
+def _indices_on_device(
+    batch_loss: Callable[[nn.Module, torch.Tensor], torch.Tensor], device: torch.device
+) -> Callable[[nn.Module, torch.Tensor], torch.Tensor]:
+    """``batch_loss`` with each batch of indices moved to ``device`` first."""
+
+    def step(model: nn.Module, index: torch.Tensor) -> torch.Tensor:
+        return batch_loss(model, index.to(device))
+
+    return step
 
 
 @torch.no_grad()

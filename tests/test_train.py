@@ -406,13 +406,23 @@ def test_train_steps_draws_with_replacement_from_its_seed_and_learns():
     torch.manual_seed(0)
     model = nn.Sequential(nn.Linear(2, 8), nn.ReLU(), nn.Linear(8, 2))
     optimizer = torch.optim.AdamW(param_groups(model, 0.01), lr=3e-2)
-    losses = train_steps(model, len(labels), batch_loss, optimizer, steps=60, batch_size=16, seed=3)
-    assert len(losses) == 60 and all(isinstance(value, float) for value in losses)
+    global_state = torch.get_rng_state()
+    history = train_steps(
+        model, len(labels), batch_loss, optimizer, steps=60, batch_size=16, seed=3
+    )
+    assert torch.equal(torch.get_rng_state(), global_state)  # left to the model's dropout
+    assert len(drawn) == 60 and len(history["loss"]) == 1
     expected = torch.Generator().manual_seed(3)
     for index in drawn:  # the documented recipe, draw by draw
+        assert index.dtype == torch.long
         assert torch.equal(index, torch.randint(len(labels), (16,), generator=expected))
     assert model.training
-    assert sum(losses[-10:]) < 0.3 * sum(losses[:10])
+    assert (
+        history["loss"][0]
+        < loss_of(
+            nn.Sequential(nn.Linear(2, 8), nn.ReLU(), nn.Linear(8, 2)), torch.arange(200)
+        ).item()
+    )
     assert accuracy(model, inputs, labels) >= 0.97
 
 

@@ -5,6 +5,12 @@ From a notebook::
     history = train(model, loader, partial(clip_step, loss_fn=ClipLoss(learnable=False),
                                            device=device), optimizer, epochs=5)
 
+For data held in memory, two wrappers build the loader and the optimiser
+around :func:`train`: :func:`train_on_indices` (epochs of shuffled index
+batches, AdamW over :func:`mmlearn.optim.param_groups`, a one-cycle schedule)
+and :func:`train_steps` (a fixed number of steps on batches drawn with
+replacement). Their ``batch_loss(model, index)`` is all a notebook writes.
+
 From a shell, alone or with several processes (DDP: gloo on the CPU, NCCL on GPUs)::
 
     python -m mmlearn.train clip --data digits --epochs 5 --batch-size 64 --out runs/clip

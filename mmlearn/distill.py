@@ -30,6 +30,7 @@ from mmlearn._checks import (
 )
 from mmlearn.functional.distillation import distillation_loss
 from mmlearn.optim import param_groups
+from mmlearn.utils import seed_everything
 
 Augment = Callable[[torch.Tensor, torch.Generator], torch.Tensor]
 
@@ -192,6 +193,43 @@ def digits_mlp(hidden: int, num_classes: int = 10) -> nn.Sequential:
     """A one-hidden-layer student for flattened 8x8 digits: ``64 -> hidden -> num_classes``."""
     check_positive_int("hidden", hidden)
     return nn.Sequential(nn.Linear(64, hidden), nn.ReLU(), nn.Linear(hidden, num_classes))
+
+
+def digits_student(
+    inputs: torch.Tensor,
+    labels: torch.Tensor,
+    seed: int,
+    teacher: nn.Module | None = None,
+    temperature: float = 4.0,
+    alpha: float = 0.9,
+    *,
+    hidden: int = 64,
+    epochs: int = 300,
+    lr: float = 1e-2,
+) -> nn.Sequential:
+    """Section 3.3.1's student: a :func:`digits_mlp` trained full-batch, alone or from a teacher.
+
+    Seeds everything with ``seed``, builds the student on ``inputs``' device
+    and trains it with :func:`fit_classifier` for ``epochs`` full-batch AdamW
+    steps: on the labels alone without a ``teacher``, on {eq}`eq-kd-hinton`
+    with one. The student is returned in eval mode.
+    """
+    check_tensor("inputs", inputs, floating=True)
+    seed_everything(seed)
+    student = digits_mlp(hidden).to(inputs.device)
+    fit_classifier(
+        student,
+        inputs,
+        labels,
+        epochs=epochs,
+        batch_size=len(inputs),
+        lr=lr,
+        seed=seed,
+        teacher=teacher,
+        temperature=temperature,
+        alpha=alpha,
+    )
+    return student
 
 
 def random_shift(

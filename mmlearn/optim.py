@@ -24,6 +24,7 @@ logit scale clamps it in place.
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 
 import torch
 from torch import nn
@@ -44,7 +45,7 @@ def no_decay(name: str, parameter: nn.Parameter, module: nn.Module) -> bool:
     return any(word in leaf for word in NO_DECAY_NAMES)
 
 
-def param_groups(model: nn.Module, weight_decay: float) -> list[dict]:
+def param_groups(model: nn.Module | Sequence[nn.Module], weight_decay: float) -> list[dict]:
     """Two parameter groups for ``torch.optim.AdamW``: decayed weights, and the rest.
 
     ``AdamW(param_groups(model, 0.01), lr=1e-3)`` decays the weight matrices
@@ -54,11 +55,21 @@ def param_groups(model: nn.Module, weight_decay: float) -> list[dict]:
     (``requires_grad=False``) are left out; a parameter shared by two modules
     appears once. Groups that would be empty are dropped.
 
+    ``model`` may also be a list of modules trained together, for example an
+    encoder and a head, or a model and a loss that owns a learnable scale:
+    ``param_groups([encoder, head], 0.01)``; their parameters are then named
+    ``"0.<name>"``, ``"1.<name>"``, ... To train only part of a model, pass
+    that part, or set ``requires_grad_(False)`` on the rest.
+
     Returns:
         ``[{"params": [...], "weight_decay": weight_decay},
         {"params": [...], "weight_decay": 0.0}]``, each with a ``"names"`` list
         too (the optimiser ignores it; it shows what went where).
     """
+    if isinstance(model, Sequence) and not isinstance(model, str | nn.Module):
+        if not model or not all(isinstance(part, nn.Module) for part in model):
+            raise TypeError("model must be an nn.Module or a non-empty list of nn.Modules")
+        model = nn.ModuleList(model)
     if not isinstance(model, nn.Module):
         raise TypeError(f"model must be an nn.Module, got {type(model).__name__}")
     if (

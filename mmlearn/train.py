@@ -5,6 +5,12 @@ From a notebook::
     history = train(model, loader, partial(clip_step, loss_fn=ClipLoss(learnable=False),
                                            device=device), optimizer, epochs=5)
 
+For data held in memory, two wrappers build the loader and the optimiser
+around :func:`train`: :func:`train_on_indices` (epochs of shuffled index
+batches, AdamW over :func:`mmlearn.optim.param_groups`, a one-cycle schedule)
+and :func:`train_steps` (a fixed number of steps on batches drawn with
+replacement). Their ``batch_loss(model, index)`` is all a notebook writes.
+
 From a shell, alone or with several processes (DDP: gloo on the CPU, NCCL on GPUs)::
 
     python -m mmlearn.train clip --data digits --epochs 5 --batch-size 64 --out runs/clip
@@ -78,7 +84,7 @@ import argparse
 import json
 import math
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from functools import partial
 from pathlib import Path
 
@@ -88,8 +94,8 @@ import torch.nn.functional as F
 from safetensors.torch import save_file
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
-from torch.optim.lr_scheduler import LambdaLR, LRScheduler
-from torch.utils.data import DataLoader, Dataset, DistributedSampler, TensorDataset
+from torch.optim.lr_scheduler import LambdaLR, LRScheduler, OneCycleLR
+from torch.utils.data import DataLoader, Dataset, DistributedSampler, Sampler, TensorDataset
 from tqdm.auto import tqdm
 
 from mmlearn.data.digits import DigitsSplit, load_digits_captions, prompts_en
@@ -109,6 +115,8 @@ __all__ = [
     "main",
     "supervised_ceiling",
     "train",
+    "train_on_indices",
+    "train_steps",
     "warmup_cosine",
 ]
 
@@ -234,6 +242,136 @@ def clip_step(
     images, ids, valid = (tensor.to(device) for tensor in batch)
     image_features, text_features, logit_scale = model(images, ids, valid)
     return loss_fn(image_features, text_features, logit_scale)
+
+
+def train_on_indices(
+    model: nn.Module,
+    num_samples: int,
+    batch_loss: Callable[[nn.Module, torch.Tensor], torch.Tensor],
+    *,
+    epochs: int,
+    batch_size: int,
+    lr: float,
+    weight_decay: float = 0.01,
+    seed: int = 0,
+    warmup: float = 0.1,
+    drop_last: bool = False,
+    eval_fn: Callable[[nn.Module], dict[str, float]] | None = None,
+    progress: bool = False,
+) -> dict[str, list[float]]:
+    """The book's recipe on data held in memory: :func:`train` over shuffled index batches.
+
+    Each epoch draws a permutation of ``range(num_samples)`` (from a CPU
+    generator seeded with ``seed``) and cuts it into batches of
+    ``batch_size`` indices; ``batch_loss(model, index)`` gets each batch as a
+    ``long`` tensor on the model's device and returns the scalar loss, so the
+    data can be tensors on the device, a list of strings, or both. The
+    optimiser is AdamW over :func:`mmlearn.optim.param_groups` (frozen
+    parameters left out; no decay on biases, norms, scales and gates), the
+    learning rate a one-cycle schedule peaking at ``lr`` after a ``warmup``
+    fraction of the steps; the logit scales are clamped after every step.
+
+    Returns:
+        :func:`train`'s history: the mean loss of each epoch, and the values of
+        ``eval_fn`` after each epoch.
+    """
+    if isinstance(num_samples, bool) or not isinstance(num_samples, int) or num_samples < 1:
+        raise ValueError(f"num_samples must be a positive integer, got {num_samples!r}")
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+        raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
+    generator = torch.Generator().manual_seed(seed)
+    loader = DataLoader(
+        range(num_samples),
+        batch_size=batch_size,
+        shuffle=True,
+        generator=generator,
+        drop_last=drop_last,
+    )
+    optimizer = torch.optim.AdamW(param_groups(model, weight_decay), lr=lr)
+    # train() checks epochs and the loader's length; the schedule only needs a valid count
+    steps = max(1, epochs * len(loader)) if isinstance(epochs, int) else 1
+    scheduler = OneCycleLR(optimizer, max_lr=lr, total_steps=steps, pct_start=warmup)
+    return train(
+        model,
+        loader,
+        _indices_on_device(batch_loss, next(model.parameters()).device),
+        optimizer,
+        epochs,
+        eval_fn=eval_fn,
+        progress=progress,
+        scheduler=scheduler,
+    )
+
+
+class _BatchesWithReplacement(Sampler[list[int]]):
+    """``steps`` batches of ``batch_size`` indices, each ``torch.randint(num_samples, ...)``."""
+
+    def __init__(self, num_samples: int, batch_size: int, steps: int, seed: int) -> None:
+        self.num_samples, self.batch_size, self.steps = num_samples, batch_size, steps
+        self.generator = torch.Generator().manual_seed(seed)
+
+    def __len__(self) -> int:
+        return self.steps
+
+    def __iter__(self) -> Iterator[list[int]]:
+        for _ in range(self.steps):
+            size = (self.batch_size,)
+            yield torch.randint(self.num_samples, size, generator=self.generator).tolist()
+
+
+def train_steps(
+    model: nn.Module,
+    num_samples: int,
+    batch_loss: Callable[[nn.Module, torch.Tensor], torch.Tensor],
+    optimizer: torch.optim.Optimizer,
+    *,
+    steps: int,
+    batch_size: int,
+    seed: int = 0,
+    scheduler: LRScheduler | None = None,
+    progress: bool = False,
+) -> dict[str, list[float]]:
+    """:func:`train` for ``steps`` steps, each on ``batch_size`` indices drawn with replacement.
+
+    The recipe of the book's small experiments: step ``t`` draws
+    ``torch.randint(num_samples, (batch_size,))`` from a CPU generator seeded
+    with ``seed`` (so a run repeats exactly on any device, and the global
+    random state is left to the model, for example its dropout), and
+    ``batch_loss(model, index)`` gets the indices as a ``long`` tensor on the
+    model's device. Everything else is :func:`train`'s: the logit scales
+    clamped after each ``optimizer.step()``, then ``scheduler.step()``.
+
+    Returns:
+        :func:`train`'s history; ``"loss"`` holds the mean loss over the steps.
+    """
+    for name, value in (("num_samples", num_samples), ("steps", steps), ("batch_size", batch_size)):
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ValueError(f"{name} must be a positive integer, got {value!r}")
+    loader = DataLoader(
+        range(num_samples),
+        batch_sampler=_BatchesWithReplacement(num_samples, batch_size, steps, seed),
+        generator=torch.Generator().manual_seed(seed),  # not the global RNG
+    )
+    return train(
+        model,
+        loader,
+        _indices_on_device(batch_loss, next(model.parameters()).device),
+        optimizer,
+        epochs=1,
+        progress=progress,
+        scheduler=scheduler,
+    )
+
+
+def _indices_on_device(
+    batch_loss: Callable[[nn.Module, torch.Tensor], torch.Tensor], device: torch.device
+) -> Callable[[nn.Module, torch.Tensor], torch.Tensor]:
+    """``batch_loss`` with each batch of indices moved to ``device`` first."""
+
+    def step(model: nn.Module, index: torch.Tensor) -> torch.Tensor:
+        return batch_loss(model, index.to(device))
+
+    return step
 
 
 @torch.no_grad()

@@ -324,3 +324,29 @@ def test_bfloat16_autocast_clip_training_step():
         assert p.dtype == torch.float32 and p.device.type == torch.device(TARGET).type, name
     assert any(not torch.equal(p, before[n]) for n, p in model.named_parameters())
     assert model.logit_scale.item() <= math.log(100) + 1e-6
+
+
+def test_training_helpers_keep_the_run_on_the_device_and_match_the_cpu():
+    """train_steps / train_on_indices hand the batch indices over on the model's device;
+    digits_student builds its student there, and the run agrees with the CPU's."""
+    from mmlearn.distill import digits_student
+    from mmlearn.train import train_on_indices, train_steps
+
+    inputs = _randn(48, 64).to(TARGET)
+    labels = (inputs[:, :8].mean(1) > 0).long()
+    seen: list[torch.device] = []
+
+    def batch_loss(model: torch.nn.Module, index: torch.Tensor) -> torch.Tensor:
+        seen.append(index.device)
+        return F.cross_entropy(model(inputs[index]), labels[index])
+
+    model = torch.nn.Linear(64, 2).to(TARGET)
+    optimizer = torch.optim.AdamW(mmlearn.param_groups(model, 0.01), lr=1e-2)
+    train_steps(model, 48, batch_loss, optimizer, steps=3, batch_size=8)
+    train_on_indices(model, 48, batch_loss, epochs=1, batch_size=16, lr=1e-2)
+    assert len(seen) == 6 and all(d.type == torch.device(TARGET).type for d in seen)
+    student = digits_student(inputs, labels, seed=0, hidden=8, epochs=5)
+    cpu_student = digits_student(inputs.cpu(), labels.cpu(), seed=0, hidden=8, epochs=5)
+    assert next(student.parameters()).device.type == torch.device(TARGET).type
+    for p, q in zip(student.parameters(), cpu_student.parameters(), strict=True):
+        torch.testing.assert_close(p.cpu(), q, rtol=1e-4, atol=1e-5)

@@ -22,6 +22,7 @@ from mmlearn.distill import (
     KnowledgeDistiller,
     accuracy,
     digits_mlp,
+    digits_student,
     fit_classifier,
     freeze,
     random_shift,
@@ -802,3 +803,50 @@ def test_digits_models_have_the_documented_shapes():
         digits_mlp(0)
     with pytest.raises(ValueError, match="max_shift"):
         random_shift(images, torch.Generator(), max_shift=-1)
+
+
+def _two_class_digits(n: int = 120) -> tuple[torch.Tensor, torch.Tensor]:
+    """Flattened 'images' whose class is the sign of the mean of the first 8 pixels."""
+    generator = torch.Generator().manual_seed(0)
+    inputs = torch.randn(n, 64, generator=generator)
+    return inputs, (inputs[:, :8].mean(1) > 0).long()
+
+
+def test_digits_student_learns_the_labels_and_is_seeded():
+    inputs, labels = _two_class_digits()
+    student = digits_student(inputs, labels, seed=0, hidden=16, epochs=60)
+    assert not student.training
+    assert next(student.parameters()).device == inputs.device
+    assert accuracy(student, inputs, labels) >= 0.95
+    again = digits_student(inputs, labels, seed=0, hidden=16, epochs=60)
+    other = digits_student(inputs, labels, seed=1, hidden=16, epochs=60)
+    assert torch.equal(student[0].weight, again[0].weight)
+    assert not torch.equal(student[0].weight, other[0].weight)
+
+
+def test_digits_student_follows_its_teacher_with_alpha_one():
+    """With alpha = 1 only the teacher's soft targets count: wrong labels are ignored."""
+    inputs, labels = _two_class_digits()
+    torch.manual_seed(0)
+    teacher = nn.Linear(64, 10)
+    student = digits_student(
+        inputs,
+        (labels + 5) % 10,
+        seed=0,
+        teacher=teacher,
+        temperature=2.0,
+        alpha=1.0,
+        hidden=32,
+        epochs=150,
+    )
+    with torch.no_grad():
+        agree = (student(inputs).argmax(1) == teacher(inputs).argmax(1)).float().mean()
+    assert agree >= 0.9
+    assert accuracy(student, inputs, (labels + 5) % 10) < 0.5
+
+
+def test_digits_student_bad_inputs():
+    with pytest.raises(TypeError, match="inputs"):
+        digits_student(torch.zeros(4, 64, dtype=torch.long), torch.zeros(4, dtype=torch.long), 0)
+    with pytest.raises(ValueError, match="hidden"):
+        digits_student(torch.zeros(4, 64), torch.zeros(4, dtype=torch.long), 0, hidden=0)

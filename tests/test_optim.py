@@ -86,9 +86,24 @@ def test_adamw_with_groups_leaves_biases_and_the_scale_undecayed():
         assert moved == (p.ndim >= 2 and before[name].abs().sum() > 0), name
 
 
+def test_a_list_of_modules_is_grouped_as_one_model():
+    """An encoder and a head, or a model and a loss that owns a scale, share one optimiser."""
+    encoder, head, loss = nn.Linear(3, 4), nn.Linear(4, 2), ClipLoss()
+    decayed, kept = _names(param_groups([encoder, head, loss], 0.01))
+    assert decayed == {"0.weight", "1.weight"}
+    assert kept == {"0.bias", "1.bias", "2.logit_scale"}
+    head.requires_grad_(False)  # a frozen part is left out, a shared module counted once
+    groups = param_groups((encoder, head, encoder), 0.01)
+    assert sum(len(group["params"]) for group in groups) == 2
+
+
 def test_param_groups_bad_inputs():
     with pytest.raises(TypeError, match="model"):
-        param_groups([nn.Linear(2, 2)], 0.1)
+        param_groups([nn.Linear(2, 2), nn.Linear(2, 2).weight], 0.1)
+    with pytest.raises(TypeError, match="model"):
+        param_groups([], 0.1)
+    with pytest.raises(TypeError, match="model"):
+        param_groups(nn.Linear(2, 2).parameters(), 0.1)
     with pytest.raises(ValueError, match="weight_decay"):
         param_groups(nn.Linear(2, 2), -0.1)
     with pytest.raises(ValueError, match="weight_decay"):

@@ -25,9 +25,12 @@ from torch import nn
 from torch.utils.data import DataLoader, DistributedSampler, TensorDataset
 
 from mmlearn import set_debug
+from mmlearn.distill import accuracy
 from mmlearn.distributed import gather_features
+from mmlearn.losses import ClipLoss
 from mmlearn.nn import make_small_clip
-from mmlearn.train import ShiftedDigits, main, train, warmup_cosine
+from mmlearn.optim import param_groups
+from mmlearn.train import ShiftedDigits, main, train, train_on_indices, train_steps, warmup_cosine
 
 # With the shift augmentation and the warm-up + cosine schedule: each rank shifts
 # its samples exactly as the single process does, and the schedule steps alike.
@@ -287,3 +290,167 @@ def test_warmup_cosine_schedule():
     assert all(a >= b for a, b in zip(rates[1:], rates[2:], strict=False))
     with pytest.raises(ValueError, match="warmup"):
         warmup_cosine(optimizer, 10, warmup=1.0)
+
+
+def _blobs(n: int = 200, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    """Two well separated Gaussian blobs in 2-D, labels 0 and 1."""
+    generator = torch.Generator().manual_seed(seed)
+    labels = torch.arange(n) % 2
+    centres = torch.tensor([[-2.0, 0.0], [2.0, 0.0]])[labels]
+    return centres + 0.5 * torch.randn(n, 2, generator=generator), labels
+
+
+def _classifier_loss(inputs: torch.Tensor, labels: torch.Tensor):
+    def batch_loss(model: nn.Module, index: torch.Tensor) -> torch.Tensor:
+        return nn.functional.cross_entropy(model(inputs[index]), labels[index])
+
+    return batch_loss
+
+
+def test_train_on_indices_learns_a_separable_problem():
+    inputs, labels = _blobs()
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(2, 8), nn.ReLU(), nn.Linear(8, 2))
+    before = accuracy(model, inputs, labels)
+    history = train_on_indices(
+        model, len(labels), _classifier_loss(inputs, labels), epochs=5, batch_size=32, lr=3e-2
+    )
+    assert len(history["loss"]) == 5
+    assert history["loss"][-1] < 0.5 * history["loss"][0]
+    assert accuracy(model, inputs, labels) >= 0.97 > before
+
+
+def test_train_on_indices_sees_every_index_once_per_epoch_on_the_models_device():
+    seen: list[torch.Tensor] = []
+    model = nn.Linear(1, 1)
+
+    def batch_loss(model: nn.Module, index: torch.Tensor) -> torch.Tensor:
+        assert index.dtype == torch.long and index.device == model.weight.device
+        seen.append(index)
+        return model(index.float().unsqueeze(1)).pow(2).mean()
+
+    train_on_indices(model, 10, batch_loss, epochs=2, batch_size=4, lr=1e-3)
+    assert [len(index) for index in seen] == [4, 4, 2, 4, 4, 2]
+    for epoch in (torch.cat(seen[:3]), torch.cat(seen[3:])):
+        assert sorted(epoch.tolist()) == list(range(10))
+    assert not torch.equal(torch.cat(seen[:3]), torch.cat(seen[3:]))  # reshuffled
+    seen.clear()
+    train_on_indices(model, 10, batch_loss, epochs=1, batch_size=4, lr=1e-3, drop_last=True)
+    assert [len(index) for index in seen] == [4, 4]
+
+
+def test_train_on_indices_is_seeded_and_leaves_frozen_parameters_alone():
+    inputs, labels = _blobs()
+
+    def run(seed: int) -> nn.Sequential:
+        torch.manual_seed(0)
+        model = nn.Sequential(nn.Linear(2, 8), nn.ReLU(), nn.Linear(8, 2))
+        model[0].requires_grad_(False)
+        frozen = model[0].weight.detach().clone()
+        train_on_indices(
+            model,
+            len(labels),
+            _classifier_loss(inputs, labels),
+            epochs=1,
+            batch_size=16,
+            lr=1e-2,
+            seed=seed,
+        )
+        assert torch.equal(model[0].weight, frozen)
+        return model
+
+    same, again, other = run(0), run(0), run(1)
+    assert torch.equal(same[2].weight, again[2].weight)
+    assert not torch.equal(same[2].weight, other[2].weight)
+
+
+def test_train_on_indices_clamps_the_logit_scale():
+    model = make_small_clip(vocab_size=12, max_length=5, num_layers=1)
+    with torch.no_grad():
+        model.logit_scale.fill_(math.log(100) + 1.0)
+    images, ids = torch.rand(16, 1, 8, 8), torch.randint(1, 12, (16, 5))
+    loss_fn = ClipLoss(learnable=False)
+
+    def batch_loss(model: nn.Module, index: torch.Tensor) -> torch.Tensor:
+        return loss_fn(*model(images[index], ids[index]))
+
+    train_on_indices(model, 16, batch_loss, epochs=1, batch_size=8, lr=1e-6)
+    assert model.logit_scale.item() == pytest.approx(math.log(100))
+
+
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [
+        ({"num_samples": 0}, "num_samples"),
+        ({"batch_size": 0}, "batch_size"),
+        ({"epochs": 0}, "epochs"),
+        ({"batch_size": 20, "drop_last": True}, "at least one batch"),
+    ],
+)
+def test_train_on_indices_bad_inputs(kwargs, match):
+    arguments = {"num_samples": 10, "epochs": 1, "batch_size": 4, "lr": 1e-3, **kwargs}
+    model = nn.Linear(1, 1)
+    with pytest.raises(ValueError, match=match):
+        train_on_indices(model, batch_loss=lambda m, i: m.weight.sum(), **arguments)
+
+
+def test_train_steps_draws_with_replacement_from_its_seed_and_learns():
+    inputs, labels = _blobs()
+    drawn: list[torch.Tensor] = []
+    loss_of = _classifier_loss(inputs, labels)
+
+    def batch_loss(model: nn.Module, index: torch.Tensor) -> torch.Tensor:
+        drawn.append(index)
+        return loss_of(model, index)
+
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(2, 8), nn.ReLU(), nn.Linear(8, 2))
+    optimizer = torch.optim.AdamW(param_groups(model, 0.01), lr=3e-2)
+    global_state = torch.get_rng_state()
+    history = train_steps(
+        model, len(labels), batch_loss, optimizer, steps=60, batch_size=16, seed=3
+    )
+    assert torch.equal(torch.get_rng_state(), global_state)  # left to the model's dropout
+    assert len(drawn) == 60 and len(history["loss"]) == 1
+    expected = torch.Generator().manual_seed(3)
+    for index in drawn:  # the documented recipe, draw by draw
+        assert index.dtype == torch.long
+        assert torch.equal(index, torch.randint(len(labels), (16,), generator=expected))
+    assert model.training
+    assert (
+        history["loss"][0]
+        < loss_of(
+            nn.Sequential(nn.Linear(2, 8), nn.ReLU(), nn.Linear(8, 2)), torch.arange(200)
+        ).item()
+    )
+    assert accuracy(model, inputs, labels) >= 0.97
+
+
+def test_train_steps_clamps_and_schedules():
+    model = make_small_clip(vocab_size=12, max_length=5, num_layers=1)
+    with torch.no_grad():
+        model.logit_scale.fill_(math.log(100) + 1.0)
+    images, ids = torch.rand(16, 1, 8, 8), torch.randint(1, 12, (16, 5))
+    loss_fn = ClipLoss(learnable=False)
+    optimizer = torch.optim.SGD(model.parameters(), lr=1.0)
+    scheduler = torch.optim.lr_scheduler.StepLR(optimizer, step_size=1, gamma=0.5)
+    train_steps(
+        model,
+        16,
+        lambda m, i: loss_fn(*m(images[i], ids[i])) * 0.0,
+        optimizer,
+        steps=3,
+        batch_size=4,
+        scheduler=scheduler,
+    )
+    assert model.logit_scale.item() == pytest.approx(math.log(100))
+    assert optimizer.param_groups[0]["lr"] == pytest.approx(0.125)
+
+
+@pytest.mark.parametrize("name", ["num_samples", "steps", "batch_size"])
+def test_train_steps_bad_inputs(name):
+    arguments = {"num_samples": 4, "steps": 2, "batch_size": 2, name: 0}
+    model = nn.Linear(1, 1)
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+    with pytest.raises(ValueError, match=name):
+        train_steps(model, batch_loss=lambda m, i: m.weight.sum(), optimizer=optimizer, **arguments)

@@ -1,0 +1,174 @@
+"""What the notebooks' code may not do again (issue 16).
+
+* Build an optimiser with weight decay straight from ``.parameters()``: that
+  decays biases, norms, logit scales and gates. Every optimiser with weight
+  decay takes :func:`mmlearn.param_groups` instead (``AdamW`` decays by 0.01
+  unless told otherwise, so a bare ``AdamW(...)`` counts).
+* Define again a helper the package already has (a training loop, an
+  accuracy): the notebooks call :mod:`mmlearn.train` and :mod:`mmlearn.distill`.
+"""
+
+from __future__ import annotations
+
+import ast
+import sys
+from pathlib import Path
+
+import nbformat
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "tools"))
+import nbtool  # noqa: E402
+
+NOTEBOOKS = nbtool.all_notebooks()
+IDS = [path.relative_to(ROOT).as_posix() for path in NOTEBOOKS]
+OPTIMIZERS = {"SGD", "Adam", "AdamW", "Adamax", "NAdam", "RAdam", "RMSprop", "Adagrad"}
+DECAYS_BY_DEFAULT = {"AdamW"}
+GROUPERS = {"param_groups"}
+# Helpers that the package provides: mmlearn.train.train (+ a step function),
+# mmlearn.distill.fit_classifier and mmlearn.distill.accuracy.
+PACKAGE_HELPERS = {"train_clip", "train_student", "accuracy", "fit"}
+# Notebooks whose code is being rewritten elsewhere; remove the entry once converted.
+PENDING = {"notebooks/ch03/mllm_llava.ipynb"}
+# Notebooks whose glued story failed with param_groups; each waits for its experiment or text
+# to be revisited (issue 16). Remove the entry with the fix.
+DECAY_PENDING = {
+    "notebooks/ch03/multimodal_training.ipynb": (
+        "with param_groups the best seed's cross-attention share on the object box fell "
+        "below the asserted 2x chance (3.1.2's attention-map story)"
+    ),
+    "notebooks/ch03/distillation_multimodal.ipynb": (
+        "with param_groups and the clamp the embedding student's deficit (-1.1 %, SE 0.6 %) "
+        "is no longer beyond two standard errors, as 3.3.2's text and assert say"
+    ),
+}
+# Helpers whose replacement moved a glued story; they wait for the experiment or text to be
+# revisited (issue 16). Remove the entry with the fix.
+HELPER_PENDING = {
+    ("notebooks/ch03/distillation_multimodal.ipynb", "train_clip"): (
+        "through train_on_indices the teacher's lead over the student reached two of the "
+        "student's seed-to-seed standard deviations, against 3.3.2's text"
+    ),
+}
+# Loops that are the teaching point where they stand (each says so in a comment).
+KEPT_ON_PURPOSE = {
+    ("notebooks/ch05/contrastive_code.ipynb", "train_clip"): "the corrected seed listing",
+    ("notebooks/ch03/multimodal_training.ipynb", "fit"): "it times every step",
+    ("notebooks/ch03/multimodal_training.ipynb", "accuracy"): "the timed loop's evaluation",
+}
+
+
+def _called_name(call: ast.Call) -> str | None:
+    """``f`` for ``f(...)`` and ``a.b.f(...)``; None for other callees."""
+    if isinstance(call.func, ast.Attribute):
+        return call.func.attr
+    if isinstance(call.func, ast.Name):
+        return call.func.id
+    return None
+
+
+def _is_zero(node: ast.expr) -> bool:
+    return isinstance(node, ast.Constant) and node.value == 0
+
+
+def optimizer_problems(source: str) -> list[str]:
+    """Optimisers in ``source`` that decay without :func:`mmlearn.param_groups`."""
+    problems = []
+    for node in ast.walk(ast.parse(source)):
+        if not isinstance(node, ast.Call) or _called_name(node) not in OPTIMIZERS:
+            continue
+        first = node.args[0] if node.args else None
+        if isinstance(first, ast.Call) and _called_name(first) in GROUPERS:
+            continue
+        decay = {kw.arg: kw.value for kw in node.keywords}.get("weight_decay")
+        decays = _called_name(node) in DECAYS_BY_DEFAULT if decay is None else not _is_zero(decay)
+        if decays:
+            problems.append(f"line {node.lineno}: {ast.unparse(node)}")
+    return problems
+
+
+def helper_problems(source: str, kept: frozenset[str] = frozenset()) -> list[str]:
+    """Functions in ``source`` that re-define a package helper (except those ``kept``)."""
+    return [
+        f"line {node.lineno}: def {node.name}"
+        for node in ast.walk(ast.parse(source))
+        if isinstance(node, ast.FunctionDef)
+        and node.name in PACKAGE_HELPERS
+        and node.name not in kept
+    ]
+
+
+def code_of(path: Path) -> str:
+    """The notebook's code cells, IPython magics and shell lines commented out."""
+    cells = [
+        cell.source for cell in nbformat.read(path, as_version=4).cells if cell.cell_type == "code"
+    ]
+    lines = "\n".join(cells).splitlines()
+    return "\n".join("# " + ln if ln.lstrip().startswith(("%", "!")) else ln for ln in lines)
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=IDS)
+def test_optimisers_use_param_groups(path: Path):
+    if path.relative_to(ROOT).as_posix() in PENDING:
+        pytest.skip("being rewritten")
+    if path.relative_to(ROOT).as_posix() in DECAY_PENDING:
+        pytest.xfail(DECAY_PENDING[path.relative_to(ROOT).as_posix()])
+    assert optimizer_problems(code_of(path)) == [], "use mmlearn.param_groups(model, decay)"
+
+
+@pytest.mark.parametrize("notebook", sorted(DECAY_PENDING))
+def test_decay_exemptions_are_not_stale(notebook: str):
+    assert optimizer_problems(code_of(ROOT / notebook)), "fixed: remove it from DECAY_PENDING"
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=IDS)
+def test_notebooks_do_not_redefine_package_helpers(path: Path):
+    if path.relative_to(ROOT).as_posix() in PENDING:
+        pytest.skip("being rewritten")
+    name = path.relative_to(ROOT).as_posix()
+    kept = frozenset(
+        helper for notebook, helper in {**KEPT_ON_PURPOSE, **HELPER_PENDING} if notebook == name
+    )
+    assert helper_problems(code_of(path), kept) == [], "call mmlearn.train / mmlearn.distill"
+
+
+@pytest.mark.parametrize("notebook, helper", sorted(KEPT_ON_PURPOSE))
+def test_loops_kept_on_purpose_still_exist_and_say_so(notebook: str, helper: str):
+    """A stale exemption would hide a new duplicate; a kept loop explains itself."""
+    source = code_of(ROOT / notebook)
+    assert helper_problems(source) != [] and f"def {helper}(" in source
+    assert "on purpose" in source
+
+
+@pytest.mark.parametrize(
+    "source, flagged",
+    [
+        ("torch.optim.AdamW(model.parameters(), lr=1e-3)", True),  # decays 0.01 by default
+        ("torch.optim.AdamW([*a.parameters(), *b.parameters()], lr=1e-3)", True),
+        ("optim.SGD(params, lr=0.1, weight_decay=1e-4)", True),
+        ("AdamW(trainable, lr=1e-3, weight_decay=wd)", True),
+        ("torch.optim.AdamW(mmlearn.param_groups(model, 0.01), lr=1e-3)", False),
+        ("torch.optim.AdamW(param_groups([enc, head], 0.01), lr=1e-3)", False),
+        ("torch.optim.AdamW(student.parameters(), lr=1e-2, weight_decay=0.0)", False),
+        ("torch.optim.Adam(model.parameters(), lr=1e-3)", False),  # Adam: no decay by default
+        ("torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=1e-3, total_steps=9)", False),
+    ],
+)
+def test_the_optimizer_scan_flags_decay_without_groups(source: str, flagged: bool):
+    assert bool(optimizer_problems(source)) == flagged
+
+
+def test_the_helper_scan_flags_a_redefinition_only():
+    source = "def accuracy(m, x, y):\n    return 0.0\n\ndef accuracy_by_kind(p):\n    return {}\n"
+    assert helper_problems(source) == ["line 1: def accuracy"]
+    assert helper_problems("score = mmlearn.distill.accuracy(model, x, y)") == []
+    assert helper_problems(source, frozenset({"accuracy"})) == []
+
+
+def test_magics_do_not_break_the_scan(tmp_path: Path):
+    nb = nbformat.v4.new_notebook()
+    nb.cells = [nbformat.v4.new_code_cell("%pip install x\n!ls\nopt = AdamW(m.parameters())")]
+    path = tmp_path / "a.ipynb"
+    nbformat.write(nb, path)
+    assert len(optimizer_problems(code_of(path))) == 1

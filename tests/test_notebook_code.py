@@ -30,7 +30,7 @@ GROUPERS = {"param_groups"}
 # mmlearn.distill.fit_classifier and mmlearn.distill.accuracy.
 PACKAGE_HELPERS = {"train_clip", "train_student", "accuracy", "fit"}
 # Notebooks whose code is being rewritten elsewhere; remove the entry once converted.
-PENDING = {"notebooks/ch03/mllm_llava.ipynb"}
+PENDING: set[str] = set()
 # Notebooks whose glued story failed with param_groups; each waits for its experiment or text
 # to be revisited (issue 16). Remove the entry with the fix.
 DECAY_PENDING = {

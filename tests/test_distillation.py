@@ -305,26 +305,13 @@ def test_property_kd_is_non_negative_and_shift_invariant(data, temperature, alph
     num_classes = data.draw(st.integers(2, 6))
     num_samples = data.draw(st.integers(1, 4))
     values = st.floats(-30, 30, allow_nan=False)
-    student = torch.tensor(
-        data.draw(
-            st.lists(
-                st.lists(values, min_size=num_classes, max_size=num_classes),
-                min_size=num_samples,
-                max_size=num_samples,
-            )
-        ),
-        dtype=DOUBLE,
+    matrix = st.lists(
+        st.lists(values, min_size=num_classes, max_size=num_classes),
+        min_size=num_samples,
+        max_size=num_samples,
     )
-    teacher = torch.tensor(
-        data.draw(
-            st.lists(
-                st.lists(values, min_size=num_classes, max_size=num_classes),
-                min_size=num_samples,
-                max_size=num_samples,
-            )
-        ),
-        dtype=DOUBLE,
-    )
+    student = torch.tensor(data.draw(matrix), dtype=DOUBLE)
+    teacher = torch.tensor(data.draw(matrix), dtype=DOUBLE)
     labels = torch.tensor(
         data.draw(
             st.lists(st.integers(0, num_classes - 1), min_size=num_samples, max_size=num_samples)

@@ -38,9 +38,11 @@ def rank_and_world_size() -> tuple[int, int]:
 
 
 # Backends whose process groups have no reduce-scatter: the backward of the
-# gather falls back to an all-reduce there. NCCL and gloo (torch 2.14, the
-# pinned version; tests/test_clip_loss_distributed.py checks gloo) have it;
-# ProcessGroupMPI does not implement it.
+# gather falls back to an all-reduce there. NCCL has it. Gloo gained a
+# single-tensor reduce-scatter in pytorch/pytorch#112144 (merged by November
+# 2023) and #118911 (February 2024), both before torch 2.4 (July 2024), mmlearn's
+# floor (mmlearn/_compat.py); tests/test_clip_loss_distributed.py checks gloo on
+# the pinned torch. ProcessGroupMPI does not implement it.
 BACKENDS_WITHOUT_REDUCE_SCATTER = frozenset({"mpi"})
 
 # torch 2.14 renamed the single-tensor collectives (the old names warn); older releases

@@ -39,7 +39,21 @@ def test_every_notebook_was_executed_within_budget():
     executed = set(records)
     expected = {p.relative_to(ROOT).with_suffix("").as_posix() for p in nbtool.all_notebooks()}
     assert expected <= executed, f"notebooks never executed: {sorted(expected - executed)}"
-    assert check_exec_times.over_budget(records) == []
+    wall_path = EXEC_TIMES.with_name("exec_wall.json")
+    wall = json.loads(wall_path.read_text(encoding="utf-8")) if wall_path.exists() else {}
+    assert check_exec_times.over_budget(records, wall.get("speed_factor", 1.0)) == []
+
+
+def test_budget_check_scales_with_the_measured_machine_speed():
+    slow = {"notebooks/appendix/formula_index": {"runtime_s": 70.0, "succeeded": True}}
+    assert check_exec_times.over_budget(slow)
+    assert not check_exec_times.over_budget(slow, speed_factor=1.2)  # 60 s x 1.2 = 72 s
+    assert check_exec_times.over_budget(slow, speed_factor=1.1)  # 66 s: still over
+    with pytest.raises(ValueError, match="speed_factor"):
+        check_exec_times.over_budget(slow, speed_factor=0.5)  # never tighter than the budget
+    book = {"wall_s": 1000.0, "jobs": 2, "executed": 40}
+    assert check_exec_times.wall_over_budget(book, notebooks=40)
+    assert not check_exec_times.wall_over_budget({**book, "speed_factor": 1.2}, notebooks=40)
 
 
 def test_budget_check_can_fail():

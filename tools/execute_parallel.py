@@ -17,7 +17,9 @@ Each notebook uses one intra-op thread (OMP_NUM_THREADS=1 from the Makefile).
 Two notebooks on two cores still slow each other down (shared caches and memory
 bandwidth), so two training-heavy notebooks never run at the same time: each
 runs beside light ones. The longest notebooks (by their last recorded time)
-start first.
+start first. Before and after, it times ``tools/machine_speed.py``'s fixed
+workload and records the machine's speed factor beside the wall time, so that
+the budget check can tell a slow hour of the host from a slow notebook.
 """
 
 from __future__ import annotations
@@ -38,6 +40,7 @@ from jupyter_cache.executors.utils import single_nb_execution
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tools"))
+import machine_speed  # noqa: E402
 from nbtool import all_notebooks  # noqa: E402
 
 
@@ -122,6 +125,7 @@ def main(argv: list[str]) -> int:
     todo = uncached(cache, all_notebooks())
     todo.sort(key=lambda p: -previous.get(p.relative_to(ROOT).with_suffix("").as_posix(), 0.0))
     print(f"execute_parallel: {len(todo)} notebooks to run, {args.jobs} at a time", flush=True)
+    speed_before = machine_speed.seconds_per_step() if todo else None
     start, failed = time.perf_counter(), []
     heavy = [path for path in todo if is_training_heavy(path)]
     light = [path for path in todo if not is_training_heavy(path)]
@@ -145,7 +149,15 @@ def main(argv: list[str]) -> int:
         flush=True,
     )
     if todo:  # a run that found everything cached keeps the last real measurement
-        record = {"wall_s": round(wall, 1), "jobs": args.jobs, "executed": len(todo) - len(failed)}
+        speed = (speed_before + machine_speed.seconds_per_step()) / 2
+        record = {
+            "wall_s": round(wall, 1),
+            "jobs": args.jobs,
+            "executed": len(todo) - len(failed),
+            "s_per_step": round(speed, 4),
+            "speed_factor": round(machine_speed.speed_factor(speed), 3),
+        }
+        print(f"execute_parallel: machine speed {record}", flush=True)
         (ROOT / "_build" / "exec_wall.json").write_text(json.dumps(record), encoding="utf-8")
     return 0  # failures are reported by the book build, which runs them again
 

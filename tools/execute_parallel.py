@@ -125,7 +125,7 @@ def main(argv: list[str]) -> int:
     todo = uncached(cache, all_notebooks())
     todo.sort(key=lambda p: -previous.get(p.relative_to(ROOT).with_suffix("").as_posix(), 0.0))
     print(f"execute_parallel: {len(todo)} notebooks to run, {args.jobs} at a time", flush=True)
-    speed_before = machine_speed.seconds_per_step() if todo else None
+    speed_before = machine_speed.parallel_seconds_per_step(args.jobs) if todo else None
     start, failed = time.perf_counter(), []
     heavy = [path for path in todo if is_training_heavy(path)]
     light = [path for path in todo if not is_training_heavy(path)]
@@ -149,7 +149,7 @@ def main(argv: list[str]) -> int:
         flush=True,
     )
     if todo:  # a run that found everything cached keeps the last real measurement
-        speed = (speed_before + machine_speed.seconds_per_step()) / 2
+        speed = max(speed_before, machine_speed.parallel_seconds_per_step(args.jobs))
         record = {
             "wall_s": round(wall, 1),
             "jobs": args.jobs,

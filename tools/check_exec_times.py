@@ -8,7 +8,7 @@ and 15 minutes of wall-clock time for executing the whole book, as
 ``tools/execute_parallel.py`` records it in ``_build/exec_wall.json`` when it
 ran every notebook (a build that found them all cached ran nothing to time).
 Every budget is multiplied by the speed factor recorded there (at least 1;
-tools/machine_speed.py says why and how it is measured) and by ``TIMING_NOISE``.
+tools/machine_speed.py says why and how it is measured).
 """
 
 from __future__ import annotations
@@ -23,11 +23,6 @@ ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_BUDGET_S = 60.0
 TRAINING_HEAVY_BUDGET_S = 90.0
 WALL_BUDGET_S = 15 * 60.0  # the target is 10 minutes (see the execution-times appendix)
-# What the speed factor cannot see: it is measured before and after the notebooks run,
-# and the host's speed changes while they run. Over a whole clean build the notebooks
-# took 1.42 times as long in total as in the previous clean build while the factor
-# measured 1.29 (2026-12-05): a residual of 10 %, allowed here and no more.
-TIMING_NOISE = 1.10
 
 
 def budget_for(docname: str) -> float:
@@ -50,7 +45,7 @@ def over_budget(records: dict[str, dict], speed_factor: float = 1.0) -> list[str
         if not record.get("succeeded") or runtime is None:
             messages.append(f"{docname}: did not execute successfully ({record})")
             continue
-        budget = budget_for(docname) * speed_factor * TIMING_NOISE
+        budget = budget_for(docname) * speed_factor
         if runtime > budget:
             messages.append(
                 f"{docname}: {runtime:.1f} s, over its {budget:.0f} s budget "
@@ -69,7 +64,7 @@ def wall_over_budget(wall: dict, notebooks: int) -> list[str]:
     (scaled by the run's recorded ``speed_factor``, 1 when it has none)."""
     factor = wall.get("speed_factor", 1.0)
     check_speed_factor(factor)
-    budget = WALL_BUDGET_S * factor * TIMING_NOISE
+    budget = WALL_BUDGET_S * factor
     if wall.get("executed", 0) < notebooks or wall["wall_s"] <= budget:
         return []
     return [

@@ -4,6 +4,7 @@ import pytest
 import torch
 
 from mmlearn.data.chat import ChatTokenizer, chat_text, collate_chat, encode_chat, encode_prompt
+from mmlearn.functional import merge_heads, split_heads
 from mmlearn.nn import VisionTransformer
 from mmlearn.nn.decoder import TransformerDecoder
 from mmlearn.nn.lora import add_lora
@@ -28,11 +29,19 @@ def tokenizer():
     return ChatTokenizer.from_texts(chat_text(t) for t in TURNS)
 
 
-def _model(tokenizer, projector="mlp", seed=0):
+def _model(tokenizer, projector="mlp", seed=0, positions="learned"):
     torch.manual_seed(seed)
     vit = VisionTransformer(16, 8, 3, 16, 2, 1, 32)
     lm = TransformerDecoder(
-        len(tokenizer), 24, 2, 2, 48, 64, tie_embeddings=True, pad_id=tokenizer.pad_id
+        len(tokenizer),
+        24,
+        2,
+        2,
+        48,
+        64,
+        tie_embeddings=True,
+        pad_id=tokenizer.pad_id,
+        positions=positions,
     )
     options = {"num_queries": 3} if projector == "qformer" else {}
     return VisionLanguageModel(
@@ -111,9 +120,10 @@ def test_loss_counts_answer_tokens_only(tokenizer, images):
     torch.testing.assert_close(chat_loss(logits, out.labels), chat_loss(out.logits, out.labels))
 
 
+@pytest.mark.parametrize("positions", ["learned", "rope"])
 @pytest.mark.parametrize("projector", PROJECTORS)
-def test_cached_generation_equals_uncached(tokenizer, images, projector):
-    model = _model(tokenizer, projector)
+def test_cached_generation_equals_uncached(tokenizer, images, projector, positions):
+    model = _model(tokenizer, projector, positions=positions)
     prompts = [encode_prompt(tokenizer, q) for q, _ in (TURNS[0][0], TURNS[1][0], TURNS[2][0])]
     cached = model.generate(images, prompts, 6)
     assert cached == model.generate(images, prompts, 6, use_cache=False)
@@ -176,14 +186,25 @@ def test_frozen_parts_get_no_gradient_in_stages_1_and_2(tokenizer, images):
     assert any("lora_b" in n for n in trained)
 
 
-def test_attention_maps_cover_the_spliced_sequence(tokenizer, images):
-    model = _model(tokenizer)
+@pytest.mark.parametrize("positions", ["learned", "rope"])
+def test_attention_maps_cover_the_spliced_sequence(tokenizer, images, positions):
+    model = _model(tokenizer, positions=positions)
     ids = torch.tensor([encode_prompt(tokenizer, "what color is the circle ?")])
     maps, start = model.attention_maps(ids, images[:1])
     assert len(maps) == 2 and maps[0].shape == (1, 2, ids.shape[1] + 3, ids.shape[1] + 3)
     torch.testing.assert_close(maps[0].sum(-1), torch.ones(1, 2, ids.shape[1] + 3))
     assert maps[0].triu(1).abs().max() == 0  # causal
     assert int(start) == 1
+    # the maps are the weights the layer really uses: weights @ values gives its output
+    lm = model.language_model
+    embeds, valid, _, _ = model.build_inputs(ids, model._image_tokens(images[:1], None))
+    x = lm._inputs(None, embeds, 0)
+    layer = lm.layers[0]
+    values = split_heads(layer.self_attn.v_proj(layer.norm1(x)), layer.num_heads)
+    expected, _, _ = layer.self_attention(x, lm._self_mask(valid, x.shape[1]), None)
+    torch.testing.assert_close(
+        layer.self_attn.out_proj(merge_heads(maps[0] @ values)), expected, atol=1e-5, rtol=1e-5
+    )
 
 
 def test_bad_arguments(tokenizer, images):

@@ -28,6 +28,7 @@ from mmlearn.functional.transformer import (
     merge_heads,
     multi_head_attention,
     padding_mask,
+    rotary_embedding,
     split_heads,
 )
 from mmlearn.functional.vision import conse_embedding, grad_cam
@@ -46,6 +47,7 @@ __all__ = [
     "merge_heads",
     "multi_head_attention",
     "padding_mask",
+    "rotary_embedding",
     "split_heads",
     "attention_distillation_loss",
     "distillation_loss",

@@ -23,6 +23,7 @@ __all__ = [
     "merge_heads",
     "multi_head_attention",
     "padding_mask",
+    "rotary_embedding",
     "split_heads",
 ]
 
@@ -257,3 +258,39 @@ def feed_forward(
         if bias.shape[0] != width:
             raise ValueError(f"{name} must have shape ({width},), got {tuple(bias.shape)}")
     return torch.relu(x @ w1 + b1) @ w2 + b2
+
+
+def rotary_embedding(x: torch.Tensor, start: int = 0, base: float = 10000.0) -> torch.Tensor:
+    """Rotary position embedding (RoPE, Su et al. 2021) of queries or keys ``x (..., L, d)``.
+
+    The row at position ``p = start + t`` is cut into halves ``(x1, x2)`` of ``d / 2``
+    columns, and column pair ``(x1[i], x2[i])`` is rotated by the angle ``p * theta_i``
+    with ``theta_i = base^(-2i / d)``:
+    ``(x1 cos - x2 sin, x1 sin + x2 cos)`` (the half-split layout of GPT-NeoX and LLaMA).
+    A rotation by ``p * theta`` of the query and by ``s * theta`` of the key leaves
+    their dot product depending on ``p - s`` only: attention scores see *relative*
+    positions, and no position vector is added to the tokens themselves.
+
+    Args:
+        x: ``(..., L, d)`` with ``d`` even, the heads already split.
+        start: the position of the first row (the cache length during generation).
+        base: the wavelength base; ``theta_0 = 1`` is the fastest rotation.
+    """
+    check_tensor("x", x, floating=True)
+    check_min_dim("x", x, 2)
+    if x.shape[-1] % 2 != 0:
+        raise ValueError(f"x must have an even last dimension, got shape {tuple(x.shape)}")
+    if not isinstance(start, int) or start < 0:
+        raise ValueError(f"start must be an int >= 0, got {start!r}")
+    if not isinstance(base, int | float) or base <= 1:
+        raise ValueError(f"base must be a number > 1, got {base!r}")
+    half = x.shape[-1] // 2
+    # Angles in float32 at least: in bf16 the angle of position 200 would be off by ~1 rad.
+    wide = torch.float64 if x.dtype == torch.float64 else torch.float32
+    exponents = torch.arange(half, device=x.device, dtype=wide) * (2.0 / x.shape[-1])
+    theta = base**-exponents
+    positions = torch.arange(start, start + x.shape[-2], device=x.device, dtype=wide)
+    angles = positions[:, None] * theta[None, :]
+    cos, sin = angles.cos().to(x.dtype), angles.sin().to(x.dtype)
+    x1, x2 = x[..., :half], x[..., half:]
+    return torch.cat([x1 * cos - x2 * sin, x1 * sin + x2 * cos], dim=-1)

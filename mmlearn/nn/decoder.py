@@ -23,7 +23,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from mmlearn._checks import check_positive_int, check_probability, check_tensor
-from mmlearn.functional.transformer import merge_heads, split_heads
+from mmlearn.functional.transformer import merge_heads, rotary_embedding, split_heads
 from mmlearn.nn.attention import MultiHeadAttention, _fused_attention
 from mmlearn.nn.feedforward import FeedForward
 
@@ -109,6 +109,8 @@ class DecoderLayer(nn.Module):
         d_model, num_heads, d_ff, dropout: the sizes of the sub-layers.
         cross_attention: add the cross-attention sub-layer (to image tokens).
         memory_dim: width of the memory (image) tokens, default ``d_model``.
+        rope_base: rotate the self-attention queries and keys by their positions
+            (:func:`~mmlearn.functional.rotary_embedding` with this base), or None.
     """
 
     def __init__(
@@ -119,9 +121,10 @@ class DecoderLayer(nn.Module):
         dropout: float = 0.0,
         cross_attention: bool = False,
         memory_dim: int | None = None,
+        rope_base: float | None = None,
     ) -> None:
         super().__init__()
-        self.num_heads = num_heads
+        self.num_heads, self.rope_base = num_heads, rope_base
         self.norm1 = nn.LayerNorm(d_model, eps=1e-5)
         self.self_attn = MultiHeadAttention(d_model, num_heads, dropout=dropout)
         self.norm2 = nn.LayerNorm(d_model, eps=1e-5) if cross_attention else None
@@ -157,6 +160,18 @@ class DecoderLayer(nn.Module):
             heads, weights = _fused_attention(q, k, v, mask, dropout_p), None
         return attn.out_proj(merge_heads(heads)), weights
 
+    def queries_keys(self, h: torch.Tensor, start: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """Self-attention queries and keys ``(B, h, L, d_head)`` of the normed input ``h``,
+        rotated by their positions ``start, start + 1, ...`` when the layer uses RoPE."""
+        q = _heads(self.self_attn.q_proj, h, self.num_heads)
+        k = _heads(self.self_attn.k_proj, h, self.num_heads)
+        if self.rope_base is None:
+            return q, k
+        return (
+            rotary_embedding(q, start, self.rope_base),
+            rotary_embedding(k, start, self.rope_base),
+        )
+
     def self_attention(
         self,
         x: torch.Tensor,
@@ -165,11 +180,11 @@ class DecoderLayer(nn.Module):
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Causal self-attention of ``x`` over the cached and the new positions.
 
-        Returns ``(output, keys, values)``, the keys and values covering all positions.
+        Returns ``(output, keys, values)``, the keys and values covering all positions
+        (with RoPE, the cached keys are stored already rotated).
         """
         h = self.norm1(x)
-        q = _heads(self.self_attn.q_proj, h, self.num_heads)
-        k = _heads(self.self_attn.k_proj, h, self.num_heads)
+        q, k = self.queries_keys(h, 0 if past is None else past[0].shape[2])
         v = _heads(self.self_attn.v_proj, h, self.num_heads)
         if past is not None:
             k, v = torch.cat([past[0], k], dim=2), torch.cat([past[1], v], dim=2)
@@ -229,7 +244,13 @@ class TransformerDecoder(nn.Module):
     Args:
         vocab_size: number of token ids.
         d_model, num_heads, num_layers, d_ff, dropout: the layers.
-        max_length: the number of position embeddings (cache included).
+        max_length: the longest sequence, cache included (the number of learned
+            position embeddings).
+        positions: ``"learned"``, a learned vector added to each position's embedding
+            (GPT-2, BERT), or ``"rope"``, rotary embeddings applied to the queries and
+            keys of every self-attention (RoFormer, LLaMA, Qwen): attention then sees
+            relative positions.
+        rope_base: the base of the rotary frequencies (``"rope"`` only).
         cross_attention: add cross-attention to every layer.
         memory_dim: width of the memory tokens (default ``d_model``).
         tie_embeddings: the output head reuses the token-embedding matrix (GPT-2, BLIP).
@@ -250,8 +271,19 @@ class TransformerDecoder(nn.Module):
         memory_dim: int | None = None,
         tie_embeddings: bool = False,
         pad_id: int | None = None,
+        positions: str = "learned",
+        rope_base: float = 10000.0,
     ) -> None:
         super().__init__()
+        if positions not in ("learned", "rope"):
+            raise ValueError(f"positions must be 'learned' or 'rope', got {positions!r}")
+        if positions == "rope" and (not isinstance(rope_base, int | float) or rope_base <= 1):
+            raise ValueError(f"rope_base must be a number > 1, got {rope_base!r}")
+        if positions == "rope" and (d_model // max(num_heads, 1)) % 2 != 0:
+            raise ValueError(
+                f"positions='rope' needs an even head width d_model / num_heads, "
+                f"got {d_model} / {num_heads}"
+            )
         for name, value in (
             ("vocab_size", vocab_size),
             ("d_model", d_model),
@@ -263,11 +295,14 @@ class TransformerDecoder(nn.Module):
         if pad_id is not None and not 0 <= pad_id < vocab_size:
             raise ValueError(f"pad_id must be in [0, {vocab_size}), got {pad_id}")
         self.vocab_size, self.d_model, self.max_length = vocab_size, d_model, max_length
-        self.cross_attention, self.pad_id = cross_attention, pad_id
+        self.cross_attention, self.pad_id, self.positions = cross_attention, pad_id, positions
         self.token_embed = nn.Embedding(vocab_size, d_model, padding_idx=pad_id)
-        self.pos_embed = nn.Parameter(torch.zeros(1, max_length, d_model))
+        self.pos_embed = (
+            nn.Parameter(torch.zeros(1, max_length, d_model)) if positions == "learned" else None
+        )
+        rope = rope_base if positions == "rope" else None
         self.layers = nn.ModuleList(
-            DecoderLayer(d_model, num_heads, d_ff, dropout, cross_attention, memory_dim)
+            DecoderLayer(d_model, num_heads, d_ff, dropout, cross_attention, memory_dim, rope)
             for _ in range(num_layers)
         )
         self.final_norm = nn.LayerNorm(d_model, eps=1e-5)
@@ -275,7 +310,8 @@ class TransformerDecoder(nn.Module):
         nn.init.trunc_normal_(self.token_embed.weight, std=0.02)
         if pad_id is not None:
             nn.init.zeros_(self.token_embed.weight[pad_id])
-        nn.init.trunc_normal_(self.pos_embed, std=0.02)
+        if self.pos_embed is not None:
+            nn.init.trunc_normal_(self.pos_embed, std=0.02)
         if tie_embeddings:
             self.output.weight = self.token_embed.weight
 
@@ -307,7 +343,7 @@ class TransformerDecoder(nn.Module):
                 f"sequence length {end} (cache {past_length} + new "
                 f"{x.shape[1]}) exceeds max_length ({self.max_length})"
             )
-        return x + self.pos_embed[:, past_length:end]
+        return x if self.pos_embed is None else x + self.pos_embed[:, past_length:end]
 
     def _check_cache(self, cache: KVCache | None, batch: int) -> None:
         if cache is not None and cache.batch_size is not None and cache.batch_size != batch:

@@ -27,7 +27,7 @@ from torch import nn
 
 from mmlearn import generation  # module import: generation itself imports mmlearn.nn
 from mmlearn._checks import check_positive_int, check_tensor
-from mmlearn.functional.transformer import attention_weights, split_heads
+from mmlearn.functional.transformer import attention_weights
 from mmlearn.nn.attention import MultiHeadAttention
 from mmlearn.nn.decoder import TransformerDecoder
 from mmlearn.nn.feedforward import FeedForward
@@ -309,9 +309,7 @@ class VisionLanguageModel(nn.Module):
         mask = lm._self_mask(valid, x.shape[1])
         maps = []
         for layer in lm.layers:
-            h = layer.norm1(x)
-            q = split_heads(layer.self_attn.q_proj(h), layer.num_heads)
-            k = split_heads(layer.self_attn.k_proj(h), layer.num_heads)
+            q, k = layer.queries_keys(layer.norm1(x), 0)
             maps.append(attention_weights(q, k, mask))
             x, _, _ = layer(x, mask)
         return maps, start
@@ -345,7 +343,7 @@ class VisionLanguageModel(nn.Module):
         if top_k is not None:
             check_positive_int("top_k", top_k)
         image_tokens = self._image_tokens(images, image_features)
-        device = self.language_model.pos_embed.device
+        device = self.language_model.token_embed.weight.device
         answers: list[list[int]] = [[] for _ in prompts]
         for length in sorted({len(p) for p in prompts}):
             rows = [i for i, p in enumerate(prompts) if len(p) == length]

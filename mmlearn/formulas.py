@@ -52,6 +52,8 @@ FORMULAS: tuple[Formula, ...] = (
     Formula(
         "eq-grad-cam", "3.2.2", "Grad-CAM：梯度加权的卷积特征图", "mmlearn.functional.grad_cam"
     ),
+    # --- Chapter 3.4: multimodal large models -------------------------------------------
+    Formula("eq-rope", "3.4", "旋转位置编码 RoPE(x, p)", "mmlearn.functional.rotary_embedding"),
     # --- Chapter 4.1: the Transformer -------------------------------------------------
     Formula(
         "eq-attention", "4.1.1", "缩放点积注意力 Attention(Q, K, V)", "mmlearn.functional.attention"

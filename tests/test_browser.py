@@ -298,20 +298,27 @@ def visit_or_report_failure(driver, url: str) -> dict:
 
 
 def save_full_page(driver, path: Path) -> None:
-    """A screenshot of the whole page, top to bottom (up to MAX_SCREENSHOT_PX), as a PNG."""
+    """A screenshot of the whole page, top to bottom (up to MAX_SCREENSHOT_PX), as a PNG.
+
+    The window is made as tall as the page for the picture (as a reader scrolling
+    down would see it) and restored afterwards. Chrome's own ``captureBeyondViewport``
+    is not used: it laid many pages out shifted sideways, cutting the article off at
+    the left edge, although the same pages in a normal window are not.
+    """
     import base64
 
     size = driver.execute_cdp_cmd("Page.getLayoutMetrics", {})["cssContentSize"]
-    clip = {
-        "x": 0,
-        "y": 0,
-        "width": size["width"],
-        "scale": 1,
-        "height": min(size["height"], MAX_SCREENSHOT_PX),
-    }
-    shot = driver.execute_cdp_cmd(
-        "Page.captureScreenshot", {"format": "png", "captureBeyondViewport": True, "clip": clip}
+    width = driver.execute_script("return window.innerWidth")
+    height = int(min(size["height"], MAX_SCREENSHOT_PX))
+    driver.execute_cdp_cmd(
+        "Emulation.setDeviceMetricsOverride",
+        {"width": width, "height": height, "deviceScaleFactor": 1, "mobile": False},
     )
+    try:
+        driver.execute_script("window.scrollTo(0, 0)")
+        shot = driver.execute_cdp_cmd("Page.captureScreenshot", {"format": "png"})
+    finally:
+        driver.execute_cdp_cmd("Emulation.clearDeviceMetricsOverride", {})
     path.write_bytes(base64.b64decode(shot["data"]))
 
 
@@ -403,6 +410,30 @@ def test_a_full_page_screenshot_of_every_page(reports, html_dir):
     assert not missing, f"pages without a screenshot: {missing}"
     small = [page for page in reports if (folder / screenshot_name(page)).stat().st_size < 10_000]
     assert not small, f"screenshots that look blank: {small}"
+    cut = [page for page in reports if ink_at_left_edge(folder / screenshot_name(page)) > 0.001]
+    assert not cut, f"screenshots with text cut off at the left edge: {cut}"
+
+
+def ink_at_left_edge(path: Path) -> float:
+    """The share of dark pixels in the leftmost 8 px below the header: the page's margin
+    there is blank unless the picture shows the page shifted sideways."""
+    from PIL import Image
+
+    with Image.open(path) as image:
+        gray = image.convert("L")
+        strip = gray.crop((0, 70, 8, min(gray.height, 3000)))
+        pixels = list(strip.getdata())
+    return sum(value < 128 for value in pixels) / max(len(pixels), 1)
+
+
+def test_ink_at_left_edge_tells_a_shifted_picture(tmp_path):
+    from PIL import Image, ImageDraw
+
+    for shift, expected in ((0, 0.0), (-40, 0.01)):
+        image = Image.new("RGB", (200, 400), "white")
+        ImageDraw.Draw(image).rectangle((20 + shift, 100, 120 + shift, 300), fill="black")
+        image.save(tmp_path / "page.png")
+        assert (ink_at_left_edge(tmp_path / "page.png") > 0.001) == bool(expected)
 
 
 def test_no_request_leaves_the_machine(reports):

@@ -186,7 +186,9 @@ def train(
             when a learnable :class:`~mmlearn.losses.ClipLoss` owns the scale).
 
     Returns:
-        ``{"loss": [mean training loss of each epoch (averaged over ranks)], **eval values}``.
+        ``{"loss": [mean training loss of each epoch (averaged over ranks)],
+        "step_loss": [this rank's loss at every step, in order], **eval values}``;
+        the step losses are read back once per epoch, like the mean.
     """
     if isinstance(epochs, bool) or not isinstance(epochs, int) or epochs < 1:
         raise ValueError(f"epochs must be a positive integer, got {epochs!r}")
@@ -203,7 +205,7 @@ def train(
         for module in model.modules()
         if callable(getattr(module, "clamp_logit_scale_", None))
     ]
-    history: dict[str, list[float]] = {"loss": []}
+    history: dict[str, list[float]] = {"loss": [], "step_loss": []}
     bar = tqdm(total=epochs * len(loader), disable=not progress or rank != 0, desc="train")
     for epoch in range(epochs):
         for part in (loader.sampler, loader.dataset):  # reshuffle / redraw augmentations
@@ -211,6 +213,7 @@ def train(
                 part.set_epoch(epoch)
         model.train()
         total = torch.zeros((), dtype=torch.float64, device=device)
+        step_losses = []
         for batch in loader:
             loss = compute_loss(model, batch)
             optimizer.zero_grad(set_to_none=True)
@@ -223,8 +226,10 @@ def train(
             if after_step is not None:
                 after_step()
             total += loss.detach()
+            step_losses.append(loss.detach())
             bar.update()
         history["loss"].append(_mean_over_ranks(total / len(loader)))
+        history["step_loss"] += torch.stack(step_losses).double().tolist()
         bar.set_postfix(epoch=epoch + 1, loss=f"{history['loss'][-1]:.4f}")
         if eval_fn is not None:
             model.eval()
@@ -342,7 +347,8 @@ def train_steps(
     clamped after each ``optimizer.step()``, then ``scheduler.step()``.
 
     Returns:
-        :func:`train`'s history; ``"loss"`` holds the mean loss over the steps.
+        :func:`train`'s history; ``"loss"`` holds the mean loss over the steps and
+        ``"step_loss"`` the loss of each step (for a loss curve).
     """
     for name, value in (("num_samples", num_samples), ("steps", steps), ("batch_size", batch_size)):
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:

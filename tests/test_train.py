@@ -426,6 +426,32 @@ def test_train_steps_draws_with_replacement_from_its_seed_and_learns():
     assert accuracy(model, inputs, labels) >= 0.97
 
 
+def test_step_losses_match_a_hand_written_loop():
+    """history["step_loss"] is the loss of every step, in order, as a plain loop computes
+    it; history["loss"] is their mean."""
+    inputs, labels = _blobs()
+    loss_of = _classifier_loss(inputs, labels)
+
+    def fresh() -> tuple[nn.Module, torch.optim.Optimizer]:
+        torch.manual_seed(0)
+        model = nn.Sequential(nn.Linear(2, 8), nn.ReLU(), nn.Linear(8, 2))
+        return model, torch.optim.SGD(model.parameters(), lr=0.1)
+
+    model, optimizer = fresh()
+    history = train_steps(model, len(labels), loss_of, optimizer, steps=12, batch_size=8, seed=5)
+    model, optimizer = fresh()
+    generator, expected = torch.Generator().manual_seed(5), []
+    for _ in range(12):
+        loss = loss_of(model, torch.randint(len(labels), (8,), generator=generator))
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        expected.append(loss.item())
+    assert history["step_loss"] == pytest.approx(expected, rel=1e-6)
+    assert history["loss"][0] == pytest.approx(sum(expected) / 12, rel=1e-6)
+    assert len(set(history["step_loss"])) > 1  # the loss changes from step to step
+
+
 def test_train_steps_clamps_and_schedules():
     model = make_small_clip(vocab_size=12, max_length=5, num_layers=1)
     with torch.no_grad():

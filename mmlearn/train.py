@@ -308,7 +308,28 @@ def train_on_indices(
     )
 
 
-class _BatchesWithReplacement(Sampler[list[int]]):
+class _Indices(Dataset):
+    """The indices ``0 .. num_samples - 1``; a batch of them is the index tensor itself,
+    so the loader does not split it into Python ints and collate them back."""
+
+    def __init__(self, num_samples: int) -> None:
+        self.num_samples = num_samples
+
+    def __len__(self) -> int:
+        return self.num_samples
+
+    def __getitem__(self, index: int) -> int:
+        return index
+
+    def __getitems__(self, indices: torch.Tensor) -> torch.Tensor:
+        return indices
+
+
+def _as_is(batch: torch.Tensor) -> torch.Tensor:
+    return batch
+
+
+class _BatchesWithReplacement(Sampler[torch.Tensor]):
     """``steps`` batches of ``batch_size`` indices, each ``torch.randint(num_samples, ...)``."""
 
     def __init__(self, num_samples: int, batch_size: int, steps: int, seed: int) -> None:
@@ -318,10 +339,10 @@ class _BatchesWithReplacement(Sampler[list[int]]):
     def __len__(self) -> int:
         return self.steps
 
-    def __iter__(self) -> Iterator[list[int]]:
+    def __iter__(self) -> Iterator[torch.Tensor]:
         for _ in range(self.steps):
             size = (self.batch_size,)
-            yield torch.randint(self.num_samples, size, generator=self.generator).tolist()
+            yield torch.randint(self.num_samples, size, generator=self.generator)
 
 
 def train_steps(
@@ -354,8 +375,9 @@ def train_steps(
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
             raise ValueError(f"{name} must be a positive integer, got {value!r}")
     loader = DataLoader(
-        range(num_samples),
+        _Indices(num_samples),
         batch_sampler=_BatchesWithReplacement(num_samples, batch_size, steps, seed),
+        collate_fn=_as_is,
         generator=torch.Generator().manual_seed(seed),  # not the global RNG
     )
     return train(

@@ -38,19 +38,10 @@ DECAY_PENDING = {
         "with param_groups the best seed's cross-attention share on the object box fell "
         "below the asserted 2x chance (3.1.2's attention-map story)"
     ),
-    "notebooks/ch03/distillation_multimodal.ipynb": (
-        "with param_groups and the clamp the embedding student's deficit (-1.1 %, SE 0.6 %) "
-        "is no longer beyond two standard errors, as 3.3.2's text and assert say"
-    ),
 }
 # Helpers whose replacement moved a glued story; they wait for the experiment or text to be
 # revisited (issue 16). Remove the entry with the fix.
-HELPER_PENDING = {
-    ("notebooks/ch03/distillation_multimodal.ipynb", "train_clip"): (
-        "through train_on_indices the teacher's lead over the student reached two of the "
-        "student's seed-to-seed standard deviations, against 3.3.2's text"
-    ),
-}
+HELPER_PENDING: dict[tuple[str, str], str] = {}
 # Loops that are the teaching point where they stand (each says so in a comment).
 KEPT_ON_PURPOSE = {
     ("notebooks/ch05/contrastive_code.ipynb", "train_clip"): "the corrected seed listing",

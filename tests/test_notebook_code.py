@@ -163,3 +163,51 @@ def test_magics_do_not_break_the_scan(tmp_path: Path):
     path = tmp_path / "a.ipynb"
     nbformat.write(nb, path)
     assert len(optimizer_problems(code_of(path))) == 1
+
+
+def ends_with_a_shown_glue(cell_source: str) -> bool:
+    """True when a cell's last statement is a ``glue(...)`` call without a trailing ``;``:
+    glue returns its value, so the page would show that number under the cell."""
+    lines = [
+        "# " + ln if ln.lstrip().startswith(("%", "!")) else ln for ln in cell_source.splitlines()
+    ]
+    try:
+        body = ast.parse("\n".join(lines)).body
+    except SyntaxError:
+        return False
+    if not body or not isinstance(body[-1], ast.Expr) or not isinstance(body[-1].value, ast.Call):
+        return False
+    if _called_name(body[-1].value) != "glue":
+        return False
+    rest = lines[body[-1].end_lineno - 1][body[-1].end_col_offset :]
+    return not rest.lstrip().startswith(";")
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=IDS)
+def test_no_cell_shows_a_glued_value_as_output(path: Path):
+    cells = nbformat.read(path, as_version=4).cells
+    shown = [
+        i
+        for i, cell in enumerate(cells)
+        if cell.cell_type == "code" and ends_with_a_shown_glue(cell.source)
+    ]
+    assert shown == [], (
+        f"cells {shown} end with glue(...): add ';' so the page shows no stray number"
+    )
+
+
+@pytest.mark.parametrize(
+    "source, shown",
+    [
+        ('glue("a", 1)', True),
+        ('glue("a", 1);', False),
+        ('x = glue("a", 1)', False),
+        ('glue(\n    "a",\n    1,\n)', True),
+        ('glue(\n    "a",\n    1,\n);', False),
+        ('mmlearn.book.glue("a", 1)', True),
+        ('glue("a", 1)\nplt.show()', False),
+        ("%time glue('a', 1)", False),
+    ],
+)
+def test_the_glue_scan(source: str, shown: bool):
+    assert ends_with_a_shown_glue(source) == shown

@@ -429,11 +429,11 @@ def ink_at_left_edge(path: Path) -> float:
 def test_ink_at_left_edge_tells_a_shifted_picture(tmp_path):
     from PIL import Image, ImageDraw
 
-    for shift, expected in ((0, 0.0), (-40, 0.01)):
+    for shift, cut in ((0, False), (-40, True)):  # a black block 20 px in, or pushed past x = 0
         image = Image.new("RGB", (200, 400), "white")
         ImageDraw.Draw(image).rectangle((20 + shift, 100, 120 + shift, 300), fill="black")
         image.save(tmp_path / "page.png")
-        assert (ink_at_left_edge(tmp_path / "page.png") > 0.001) == bool(expected)
+        assert (ink_at_left_edge(tmp_path / "page.png") > 0.001) == cut
 
 
 def test_no_request_leaves_the_machine(reports):

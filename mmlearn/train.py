@@ -356,6 +356,7 @@ def train_steps(
     seed: int = 0,
     scheduler: LRScheduler | None = None,
     progress: bool = False,
+    after_step: Callable[[], None] | None = None,
 ) -> dict[str, list[float]]:
     """:func:`train` for ``steps`` steps, each on ``batch_size`` indices drawn with replacement.
 
@@ -365,7 +366,8 @@ def train_steps(
     random state is left to the model, for example its dropout), and
     ``batch_loss(model, index)`` gets the indices as a ``long`` tensor on the
     model's device. Everything else is :func:`train`'s: the logit scales
-    clamped after each ``optimizer.step()``, then ``scheduler.step()``.
+    clamped after each ``optimizer.step()``, then ``scheduler.step()`` and
+    ``after_step()`` (for example a probe that records a metric every few steps).
 
     Returns:
         :func:`train`'s history; ``"loss"`` holds the mean loss over the steps and
@@ -388,6 +390,7 @@ def train_steps(
         epochs=1,
         progress=progress,
         scheduler=scheduler,
+        after_step=after_step,
     )
 
 

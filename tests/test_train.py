@@ -452,6 +452,27 @@ def test_step_losses_match_a_hand_written_loop():
     assert len(set(history["step_loss"])) > 1  # the loss changes from step to step
 
 
+def test_train_steps_calls_after_step_once_per_step_after_the_update():
+    inputs, labels = _blobs()
+    loss_of = _classifier_loss(inputs, labels)
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(2, 8), nn.ReLU(), nn.Linear(8, 2))
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+    seen: list[torch.Tensor] = []
+    history = train_steps(
+        model,
+        len(labels),
+        loss_of,
+        optimizer,
+        steps=5,
+        batch_size=8,
+        after_step=lambda: seen.append(model[0].weight.detach().clone()),
+    )
+    assert len(seen) == 5 and len(history["step_loss"]) == 5
+    assert all(not torch.equal(a, b) for a, b in zip(seen, seen[1:], strict=False))
+    assert torch.equal(seen[-1], model[0].weight)  # called after the last update
+
+
 def test_train_steps_clamps_and_schedules():
     model = make_small_clip(vocab_size=12, max_length=5, num_layers=1)
     with torch.no_grad():

@@ -6,6 +6,9 @@
   unless told otherwise, so a bare ``AdamW(...)`` counts).
 * Define again a helper the package already has (a training loop, an
   accuracy): the notebooks call :mod:`mmlearn.train` and :mod:`mmlearn.distill`.
+* Write a training loop (a ``for``/``while`` that calls ``.backward()`` and an
+  optimiser's ``.step()``), except where the loop itself is the lesson: those
+  are listed in ``LOOPS_KEPT_ON_PURPOSE`` and say so in a comment.
 """
 
 from __future__ import annotations
@@ -48,6 +51,16 @@ KEPT_ON_PURPOSE = {
     ("notebooks/ch03/multimodal_training.ipynb", "fit"): "it times every step",
     ("notebooks/ch03/multimodal_training.ipynb", "accuracy"): "the timed loop's evaluation",
 }
+# Training loops that are the lesson where they stand: (notebook, enclosing function or
+# "<top level>") -> why. Each has an "on purpose" comment just above it.
+LOOPS_KEPT_ON_PURPOSE = {
+    ("notebooks/ch03/contrastive_clip.ipynb", "<top level>"): "eq-clip-loss, step by step",
+    ("notebooks/ch03/multimodal_training.ipynb", "fit"): "it times every step",
+    ("notebooks/ch05/contrastive_code.ipynb", "<top level>"): "the listing's SimCLR as it stands",
+    ("notebooks/ch05/contrastive_code.ipynb", "train_clip"): "the corrected seed listing",
+    ("notebooks/ch05/distillation_code.ipynb", "distill"): "the text shows the distiller's loop",
+}
+TOP_LEVEL = "<top level>"
 
 
 def _called_name(call: ast.Call) -> str | None:
@@ -90,6 +103,29 @@ def helper_problems(source: str, kept: frozenset[str] = frozenset()) -> list[str
     ]
 
 
+def training_loops(source: str) -> list[tuple[int, str]]:
+    """``(line, where)`` of each outermost loop in ``source`` that calls ``.backward(`` and
+    ``.step(``; ``where`` is the enclosing function's name or ``"<top level>"``."""
+    found: list[tuple[int, str]] = []
+
+    def visit(node: ast.AST, where: str) -> None:
+        for child in ast.iter_child_nodes(node):
+            if isinstance(child, ast.FunctionDef | ast.AsyncFunctionDef):
+                visit(child, child.name)
+            elif isinstance(child, ast.For | ast.While) and _trains(child):
+                found.append((child.lineno, where))  # nested loops belong to this one
+            else:
+                visit(child, where)
+
+    visit(ast.parse(source), TOP_LEVEL)
+    return found
+
+
+def _trains(loop: ast.AST) -> bool:
+    calls = {_called_name(node) for node in ast.walk(loop) if isinstance(node, ast.Call)}
+    return {"backward", "step"} <= calls
+
+
 def code_of(path: Path) -> str:
     """The notebook's code cells, IPython magics and shell lines commented out."""
     cells = [
@@ -122,6 +158,53 @@ def test_notebooks_do_not_redefine_package_helpers(path: Path):
         helper for notebook, helper in {**KEPT_ON_PURPOSE, **HELPER_PENDING} if notebook == name
     )
     assert helper_problems(code_of(path), kept) == [], "call mmlearn.train / mmlearn.distill"
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=IDS)
+def test_notebooks_hold_no_training_loop(path: Path):
+    name = path.relative_to(ROOT).as_posix()
+    loops = [
+        f"line {line} ({where})"
+        for line, where in training_loops(code_of(path))
+        if (name, where) not in LOOPS_KEPT_ON_PURPOSE
+    ]
+    assert loops == [], "train with mmlearn.train (train, train_steps or train_on_indices)"
+
+
+@pytest.mark.parametrize("notebook, where", sorted(LOOPS_KEPT_ON_PURPOSE))
+def test_training_loops_kept_on_purpose_still_exist_and_say_so(notebook: str, where: str):
+    source = code_of(ROOT / notebook)
+    lines = source.splitlines()
+    loops = [line for line, found_in in training_loops(source) if found_in == where]
+    assert loops, f"no training loop in {where} any more: remove the exemption"
+    for line in loops:
+        if where != TOP_LEVEL:  # the comment sits above the function
+            line = next(
+                node.lineno
+                for node in ast.walk(ast.parse(source))
+                if isinstance(node, ast.FunctionDef) and node.name == where
+            )
+        above = "\n".join(lines[max(0, line - 7) : line - 1])
+        assert "on purpose" in above, f"say why the loop at line {line} stays (on purpose)"
+
+
+@pytest.mark.parametrize(
+    "source, expected",
+    [
+        ("for b in batches:\n    loss.backward()\n    optimizer.step()", [(1, TOP_LEVEL)]),
+        (
+            "def fit(m):\n    for _ in range(3):\n        for b in d:\n"
+            "            m(b).backward()\n            opt.step()",
+            [(2, "fit")],
+        ),
+        ("while True:\n    loss.backward()\n    opt.step()\n    break", [(1, TOP_LEVEL)]),
+        ("for b in batches:\n    scheduler.step()", []),  # no backward: not a training loop
+        ("loss.backward()\noptimizer.step()", []),  # one step, no loop
+        ("train_steps(model, 10, batch_loss, optimizer, steps=5, batch_size=2)", []),
+    ],
+)
+def test_the_training_loop_scan(source: str, expected: list):
+    assert training_loops(source) == expected
 
 
 @pytest.mark.parametrize("notebook, helper", sorted(KEPT_ON_PURPOSE))

@@ -36,12 +36,7 @@ PACKAGE_HELPERS = {"train_clip", "train_student", "accuracy", "fit"}
 PENDING: set[str] = set()
 # Notebooks whose glued story failed with param_groups; each waits for its experiment or text
 # to be revisited (issue 16). Remove the entry with the fix.
-DECAY_PENDING = {
-    "notebooks/ch03/multimodal_training.ipynb": (
-        "with param_groups the best seed's cross-attention share on the object box fell "
-        "below the asserted 2x chance (3.1.2's attention-map story)"
-    ),
-}
+DECAY_PENDING: dict[str, str] = {}
 # Helpers whose replacement moved a glued story; they wait for the experiment or text to be
 # revisited (issue 16). Remove the entry with the fix.
 HELPER_PENDING: dict[tuple[str, str], str] = {}

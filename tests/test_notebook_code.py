@@ -32,14 +32,6 @@ GROUPERS = {"param_groups"}
 # Helpers that the package provides: mmlearn.train.train (+ a step function),
 # mmlearn.distill.fit_classifier and mmlearn.distill.accuracy.
 PACKAGE_HELPERS = {"train_clip", "train_student", "accuracy", "fit"}
-# Notebooks whose code is being rewritten elsewhere; remove the entry once converted.
-PENDING: set[str] = set()
-# Notebooks whose glued story failed with param_groups; each waits for its experiment or text
-# to be revisited (issue 16). Remove the entry with the fix.
-DECAY_PENDING: dict[str, str] = {}
-# Helpers whose replacement moved a glued story; they wait for the experiment or text to be
-# revisited (issue 16). Remove the entry with the fix.
-HELPER_PENDING: dict[tuple[str, str], str] = {}
 # Loops that are the teaching point where they stand (each says so in a comment).
 KEPT_ON_PURPOSE = {
     ("notebooks/ch05/contrastive_code.ipynb", "train_clip"): "the corrected seed listing",
@@ -132,26 +124,13 @@ def code_of(path: Path) -> str:
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=IDS)
 def test_optimisers_use_param_groups(path: Path):
-    if path.relative_to(ROOT).as_posix() in PENDING:
-        pytest.skip("being rewritten")
-    if path.relative_to(ROOT).as_posix() in DECAY_PENDING:
-        pytest.xfail(DECAY_PENDING[path.relative_to(ROOT).as_posix()])
     assert optimizer_problems(code_of(path)) == [], "use mmlearn.param_groups(model, decay)"
-
-
-@pytest.mark.parametrize("notebook", sorted(DECAY_PENDING))
-def test_decay_exemptions_are_not_stale(notebook: str):
-    assert optimizer_problems(code_of(ROOT / notebook)), "fixed: remove it from DECAY_PENDING"
 
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=IDS)
 def test_notebooks_do_not_redefine_package_helpers(path: Path):
-    if path.relative_to(ROOT).as_posix() in PENDING:
-        pytest.skip("being rewritten")
     name = path.relative_to(ROOT).as_posix()
-    kept = frozenset(
-        helper for notebook, helper in {**KEPT_ON_PURPOSE, **HELPER_PENDING} if notebook == name
-    )
+    kept = frozenset(helper for notebook, helper in KEPT_ON_PURPOSE if notebook == name)
     assert helper_problems(code_of(path), kept) == [], "call mmlearn.train / mmlearn.distill"
 
 

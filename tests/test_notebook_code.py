@@ -30,8 +30,9 @@ OPTIMIZERS = {"SGD", "Adam", "AdamW", "Adamax", "NAdam", "RAdam", "RMSprop", "Ad
 DECAYS_BY_DEFAULT = {"AdamW"}
 GROUPERS = {"param_groups"}
 # Helpers that the package provides: mmlearn.train.train (+ a step function),
-# mmlearn.distill.fit_classifier and mmlearn.distill.accuracy.
-PACKAGE_HELPERS = {"train_clip", "train_student", "accuracy", "fit"}
+# mmlearn.distill.fit_classifier, mmlearn.distill.accuracy and
+# mmlearn.stats.difference_of_means (a difference of means and its standard error).
+PACKAGE_HELPERS = {"train_clip", "train_student", "accuracy", "fit", "gap"}
 # Loops that are the teaching point where they stand (each says so in a comment).
 KEPT_ON_PURPOSE = {
     ("notebooks/ch05/contrastive_code.ipynb", "train_clip"): "the corrected seed listing",
@@ -131,7 +132,7 @@ def test_optimisers_use_param_groups(path: Path):
 def test_notebooks_do_not_redefine_package_helpers(path: Path):
     name = path.relative_to(ROOT).as_posix()
     kept = frozenset(helper for notebook, helper in KEPT_ON_PURPOSE if notebook == name)
-    assert helper_problems(code_of(path), kept) == [], "call mmlearn.train / mmlearn.distill"
+    assert helper_problems(code_of(path), kept) == [], "call mmlearn.train / distill / stats"
 
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=IDS)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections import Counter
+
 import pytest
 import torch
 
@@ -38,3 +40,20 @@ def test_encode_rejects_a_non_positive_max_length():
     tokenizer = WordTokenizer.from_texts(["a"])
     with pytest.raises(ValueError, match="max_length"):
         tokenizer.encode("a", max_length=0)
+
+
+def test_bag_of_words_counts_every_word_like_a_loop():
+    texts = ["a red circle and a red square", "green", "a blue wedge", "红色的圆, 红色"]
+    tokenizer = WordTokenizer.from_texts(["a red circle and a square", "green blue", "红色的圆"])
+    counts = tokenizer.bag_of_words(texts)
+    assert counts.shape == (4, len(tokenizer)) and counts.dtype == torch.float32
+    for row, text in zip(counts, texts, strict=True):  # brute force: count the words
+        expected = Counter(
+            tokenizer.stoi.get(word, tokenizer.stoi["[UNK]"]) for word in split_words(text)
+        )
+        assert {i: int(c) for i, c in enumerate(row.tolist()) if c} == dict(expected)
+    assert counts[2, tokenizer.stoi["[UNK]"]] == 1  # "wedge" is unknown, and counted
+    assert (
+        counts[:, tokenizer.pad_id].eq(0).all() and counts[:, tokenizer.stoi["[CLS]"]].eq(0).all()
+    )
+    assert tokenizer.bag_of_words("green").equal(counts[1:2])

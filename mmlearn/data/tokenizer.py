@@ -70,6 +70,19 @@ class WordTokenizer:
             ids[index, : len(row)] = torch.tensor(row, dtype=torch.long)
         return ids, ids != self.pad_id
 
+    def bag_of_words(self, texts: Sequence[str] | str) -> torch.Tensor:
+        """Word counts ``(N, len(self))``: how often each vocabulary word occurs in each text.
+
+        The simplest text representation, order thrown away. ``[PAD]`` and ``[CLS]``
+        are not counted; ``[UNK]`` is (an unknown word is still a word). Returns a
+        float tensor on the CPU.
+        """
+        ids, valid = self.encode(texts)
+        counts = torch.zeros(len(ids), len(self))
+        counts.scatter_add_(1, ids, valid.float())
+        counts[:, [self.pad_id, self.stoi[CLS]]] = 0.0
+        return counts
+
     def decode(self, ids: Sequence[int] | torch.Tensor) -> list[str]:
         """Turn ids back into tokens, dropping padding."""
         values = ids.tolist() if isinstance(ids, torch.Tensor) else list(ids)

@@ -238,7 +238,8 @@ def ends_with_a_shown_glue(cell_source: str) -> bool:
         return False
     if _called_name(body[-1].value) != "glue":
         return False
-    rest = lines[body[-1].end_lineno - 1][body[-1].end_col_offset :]
+    last_line = lines[body[-1].end_lineno - 1].encode()  # ast's offsets count UTF-8 bytes
+    rest = last_line[body[-1].end_col_offset :].decode()
     return not rest.lstrip().startswith(";")
 
 
@@ -266,6 +267,8 @@ def test_no_cell_shows_a_glued_value_as_output(path: Path):
         ('mmlearn.book.glue("a", 1)', True),
         ('glue("a", 1)\nplt.show()', False),
         ("%time glue('a', 1)", False),
+        ('glue("verdict", "中文的结论")', True),  # offsets are in bytes, not characters
+        ('glue("verdict", "中文的结论");', False),
     ],
 )
 def test_the_glue_scan(source: str, shown: bool):

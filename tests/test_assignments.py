@@ -103,6 +103,24 @@ def course_config(root: Path):
     return config
 
 
+KERNEL_START_FAILED = "Kernel died before replying to kernel_info"
+
+
+def autograde(api: NbGraderAPI, assignment: str, student: str, tries: int = 3) -> dict:
+    """``api.autograde``, tried again when the kernel died while it was starting.
+
+    The four assignments are graded in parallel, and each kernel picks free TCP ports
+    before binding them, so two kernels can race for one port; the loser dies before it
+    answers (jupyter_client's "Kernel died before replying to kernel_info"). That is the
+    only failure tried again: a grading error or a kernel that dies later is returned.
+    """
+    for _ in range(tries):
+        result = api.autograde(assignment, student)  # force=True: a retry starts afresh
+        if result["success"] or KERNEL_START_FAILED not in result.get("log", ""):
+            return result
+    return result
+
+
 def grade_assignment(assignment: str, course_root: str) -> dict:
     """Generate, submit the versions and autograde them with nbgrader (runs in a worker).
 
@@ -132,7 +150,7 @@ def grade_assignment(assignment: str, course_root: str) -> dict:
         folder = root / "submitted" / student / assignment
         folder.mkdir(parents=True)
         nbformat.write(nb, folder / f"{assignment}.ipynb")
-        result = api.autograde(assignment, student)
+        result = autograde(api, assignment, student)
         if not result["success"]:
             return {"error": f"autograde {student}: {result['error']}\n{result['log']}"}
         with api.gradebook as gradebook:
@@ -279,3 +297,25 @@ def test_one_wrong_function_loses_exactly_its_points(graded, assignment: str, fu
     assert grades == expected
     total = sum(score for score, _ in grades.values())
     assert total == POINTS_PER_ASSIGNMENT - points[broken]
+
+
+class _FakeAPI:
+    """Answers autograde with the given results, in order."""
+
+    def __init__(self, *results: dict):
+        self.results, self.calls = list(results), 0
+
+    def autograde(self, assignment: str, student: str) -> dict:
+        self.calls += 1
+        return self.results.pop(0)
+
+
+def test_autograde_tries_again_only_when_the_kernel_died_while_starting():
+    died = {"success": False, "error": "x", "log": f"[ERROR] ... {KERNEL_START_FAILED}"}
+    ok, wrong = {"success": True}, {"success": False, "error": "x", "log": "AssertionError"}
+    api = _FakeAPI(died, died, ok)
+    assert autograde(api, "a1", "student") == ok and api.calls == 3
+    api = _FakeAPI(wrong, ok)
+    assert autograde(api, "a1", "student") == wrong and api.calls == 1
+    api = _FakeAPI(died, died, died, ok)
+    assert autograde(api, "a1", "student") == died and api.calls == 3

@@ -282,3 +282,40 @@ def test_seed_number_check_catches_drift():
         "3.2.3 对比学习的优化技巧 (built 3.2.3: ['nothing'])"
     ]
     assert len(seed_headings()) == 66
+
+
+def raising_cells_without_a_traceback(page: str) -> tuple[int, int]:
+    """(cells tagged ``raises-exception`` on a built page, those showing no traceback).
+
+    The tag lets the build go on past a cell that shows an error on purpose (the seed
+    listings' bugs); without this check, a cell that stopped raising would go unnoticed
+    while its text still explains the error. myst-nb gives each cell a container
+    ``<div class="cell tag_... container">`` and each error a ``output traceback`` block.
+    """
+    cells = re.split(r'<div class="cell ', page)[1:]
+    tagged = [cell for cell in cells if cell.startswith("tag_raises-exception")]
+    return len(tagged), sum('class="output traceback' not in cell for cell in tagged)
+
+
+def test_cells_tagged_raises_exception_show_their_error():
+    require_build(HTML)
+    tagged = [p for p in nbtool.all_notebooks() if "raises-exception" in p.read_text("utf-8")]
+    assert tagged, "the ch05 listings tag their failing cells; the scan found none"
+    for path in tagged:
+        source = json.loads(path.read_text(encoding="utf-8"))
+        expected = sum(
+            "raises-exception" in cell.get("metadata", {}).get("tags", [])
+            for cell in source["cells"]
+        )
+        page = (HTML / path.relative_to(ROOT).with_suffix(".html")).read_text(encoding="utf-8")
+        assert raising_cells_without_a_traceback(page) == (expected, 0), path
+
+
+def test_the_raising_cell_check_can_fail():
+    shown = (
+        '<div class="cell tag_raises-exception docutils container"><div class="output traceback">'
+    )
+    silent = '<div class="cell tag_raises-exception docutils container"><div class="output stream">'
+    other = '<div class="cell docutils container"><div class="output traceback">'
+    assert raising_cells_without_a_traceback(shown + other) == (1, 0)
+    assert raising_cells_without_a_traceback(shown + silent + other) == (2, 1)
